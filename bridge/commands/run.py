@@ -1,0 +1,66 @@
+"""`alloy-mcp-bridge` (run): serve the desktop on stdio, relaying to the configured remote."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import anyio
+
+from bridge import __version__
+from bridge.http import RemoteHttp, build_client
+from bridge.logs import configure_logging
+from bridge.policy import ToolPolicy
+from bridge.relay import Relay
+from bridge.settings import BridgeSettings, ConfigError, Endpoint, load_settings, resolve_endpoint
+from bridge.stdio import StdioChannel
+from bridge.upstream import Sink, StreamableHttpUpstream, Upstream
+
+logger = logging.getLogger("bridge")
+
+EXIT_CONFIG = 2
+
+
+def load_configuration(overrides: dict[str, Any], env_file: str | None) -> tuple[BridgeSettings, Endpoint]:
+    """Settings and endpoint, or a one-line error on stderr and exit code 2 (before any network use)."""
+    try:
+        settings = load_settings(overrides, env_file=env_file)
+        endpoint = resolve_endpoint(settings)
+        if settings.log_file is not None:
+            settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+            settings.log_file.open("a").close()
+    except ConfigError as exc:
+        print(f"alloy-mcp-bridge: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    except OSError:
+        print("alloy-mcp-bridge: configuration error: ALLOY_LOG_FILE (--log-file): cannot open the file for writing",
+              file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    return settings, endpoint
+
+
+def run(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
+    """Run the bridge until the desktop disconnects; returns the exit code."""
+    settings, endpoint = load_configuration(overrides, env_file)
+    configure_logging(settings.log_level, settings.log_file, endpoint.secrets)
+    for warning in endpoint.warnings:
+        logger.warning(warning)
+    logger.info("alloy-mcp-bridge %s: relaying stdio to %s", __version__, endpoint.display_url)
+    anyio.run(serve, settings, endpoint)
+    logger.info("stopped")
+    return 0
+
+
+async def serve(settings: BridgeSettings, endpoint: Endpoint) -> None:
+    """Wire stdio, the HTTP client, the upstream and the relay together, and run them."""
+    async with build_client(settings, endpoint) as client:
+        http = RemoteHttp(client, settings, endpoint)
+
+        def make_upstream(sink: Sink) -> Upstream:
+            return StreamableHttpUpstream(http, sink)
+
+        channel = StdioChannel(settings.max_message_bytes)
+        async with channel.open():
+            relay = Relay(channel, make_upstream, ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools))
+            await relay.run()

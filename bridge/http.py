@@ -1,0 +1,272 @@
+"""The HTTP side: the httpx2 client (auth headers, timeouts, TLS) and resilient sending.
+
+`RemoteHttp.open()` sends one HTTP request and hands back the streaming
+response once the remote has accepted it, after retrying what `retry.py`
+says is safe to retry. Every failure it cannot recover from becomes a
+`BridgeError` whose message says what happened and what to check — network
+errors never escape as raw exceptions, so one bad request cannot take the
+bridge down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx2
+
+from bridge import __version__
+from bridge.errors import BridgeError, BridgeErrorCode
+from bridge.logs import redact
+from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
+from bridge.settings import BridgeSettings, Endpoint
+
+logger = logging.getLogger("bridge.http")
+
+# A 404 on a request that carried an Mcp-Session-Id means the remote forgot the session.
+SESSION_HEADER = "mcp-session-id"
+
+
+class SessionExpired(Exception):
+    """The remote answered 404 to a request sent with a session id: re-initialize and resend."""
+
+
+def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncClient:
+    """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling."""
+    timeout = httpx2.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=None,  # waiting for a free connection is not a failure
+    )
+    headers = {"user-agent": f"alloy-mcp-bridge/{__version__}", **endpoint.headers}
+    return httpx2.AsyncClient(
+        headers=headers,
+        timeout=timeout,
+        verify=_tls_context(settings, endpoint),
+        follow_redirects=False,
+        limits=httpx2.Limits(max_connections=128, max_keepalive_connections=32, keepalive_expiry=30.0),
+        trust_env=True,
+    )
+
+
+def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext | bool:
+    if settings.ca_bundle is not None:
+        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    if endpoint.url.startswith("http://"):
+        # Plain HTTP never uses TLS (redirects are not followed), so skip loading the system
+        # CA store (~100 ms at start-up). The context verifies and trusts nothing: it fails closed.
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True
+
+
+class RemoteHttp:
+    """Sends requests to the endpoint with the retry policy and error mapping applied."""
+
+    def __init__(self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint) -> None:
+        self.client = client
+        self.url = endpoint.url
+        self.endpoint = endpoint
+        self.policy = RetryPolicy(settings.max_retries, settings.retry_budget, settings.connect_timeout)
+        self.max_message_bytes = settings.max_message_bytes
+        self.read_timeout = settings.read_timeout
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        http_method: str,
+        *,
+        url: str | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        rpc_method: str | None = None,
+        timeout: httpx2.Timeout | None = None,
+    ) -> AsyncIterator[httpx2.Response]:
+        """Send one request (retrying what is safe) and yield the accepted streaming response.
+
+        Raises:
+            SessionExpired: 404 to a request that carried a session id.
+            BridgeError: the remote is unreachable, refused the request, or failed.
+        """
+        state = self.policy.start()
+        target = url or self.url
+        while True:
+            request = self.client.build_request(
+                http_method, target, content=body, headers=headers,
+                **({"timeout": timeout} if timeout is not None else {}),
+            )
+            try:
+                response = await self.client.send(request, stream=True)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+                if _is_tls_failure(exc):
+                    raise self._tls_error(exc) from None
+                delay = self.policy.delay_after_connect_failure(state)
+                if delay is None:
+                    raise self._unreachable(exc) from None
+                logger.info("remote unreachable (%s); retrying in %.1fs", _describe(exc), delay)
+                await anyio.sleep(delay)
+                continue
+            except httpx2.TimeoutException as exc:
+                raise self._lost(exc, rpc_method, timed_out=True) from None
+            except httpx2.TransportError as exc:
+                raise self._lost(exc, rpc_method, timed_out=False) from None
+
+            status = response.status_code
+            if status < 400:
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            detail = await _error_detail(response)
+            await response.aclose()
+            if status == 404 and headers and SESSION_HEADER in headers:
+                raise SessionExpired()
+            delay = self.policy.delay_after_status(state, status, retry_after, rpc_method)
+            if delay is not None:
+                logger.info("remote answered %s to %s; retrying in %.1fs", status, rpc_method or http_method, delay)
+                await anyio.sleep(delay)
+                continue
+            raise self.status_error(status, detail, retry_after, rpc_method)
+
+    # --- error mapping -------------------------------------------------------------------
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self.endpoint.secrets)
+
+    def _unreachable(self, exc: Exception) -> BridgeError:
+        return BridgeError.of(
+            BridgeErrorCode.REMOTE_UNREACHABLE,
+            self._clean(f"Cannot reach the remote MCP server at {self.endpoint.display_url}: {_describe(exc)}."),
+        )
+
+    def _tls_error(self, exc: Exception) -> BridgeError:
+        return BridgeError.of(
+            BridgeErrorCode.REMOTE_UNREACHABLE,
+            self._clean(
+                f"The TLS certificate of {self.endpoint.display_url} is not trusted ({_describe(exc)}). "
+                "If the server uses a private or self-signed CA, set ALLOY_CA_BUNDLE to its PEM file."
+            ),
+        )
+
+    def _lost(self, exc: Exception, rpc_method: str | None, *, timed_out: bool) -> BridgeError:
+        what = "did not answer in time" if timed_out else f"dropped the connection ({_describe(exc)})"
+        if not is_idempotent(rpc_method):
+            return BridgeError.of(
+                BridgeErrorCode.OUTCOME_UNKNOWN,
+                f"The remote {what} after receiving {rpc_method}; it may or may not have run, "
+                "so it was not retried. Check its effect before trying again.",
+            )
+        code = BridgeErrorCode.REMOTE_TIMEOUT if timed_out else BridgeErrorCode.REMOTE_ERROR
+        return BridgeError.of(code, f"The remote {what} while handling {rpc_method or 'the request'}.")
+
+    def lost(self, exc: Exception, rpc_method: str | None) -> BridgeError:
+        """The error for a response stream that failed after the remote accepted the request."""
+        if isinstance(exc, httpx2.SSEError) and "byte limit" in str(exc):
+            return BridgeError.of(
+                BridgeErrorCode.MESSAGE_TOO_LARGE,
+                f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
+            )
+        return self._lost(exc, rpc_method, timed_out=isinstance(exc, httpx2.TimeoutException))
+
+    def status_error(
+        self, status: int, detail: str, retry_after: float | None, rpc_method: str | None
+    ) -> BridgeError:
+        """Map an HTTP error status to a message that says what to check."""
+        said = f" Remote said: {detail}" if detail else ""
+        where = self.endpoint.display_url
+        if status == 401:
+            code, text = BridgeErrorCode.AUTH_REJECTED, (
+                f"The remote rejected the credentials (HTTP 401 Unauthorized). Check ALLOY_API_KEY and "
+                f"ALLOY_USER_ID / ALLOY_USER_TOKEN; a token URL expires when its token is regenerated.{said}"
+            )
+        elif status == 403:
+            code, text = BridgeErrorCode.FORBIDDEN, (
+                f"The remote refused {rpc_method or 'the request'} (HTTP 403 Forbidden): the server restricts "
+                f"this action or connector.{said}"
+            )
+        elif status == 404:
+            code, text = BridgeErrorCode.NOT_FOUND, (
+                f"No MCP server at {where} (HTTP 404 Not Found). Check the server id; the server may have been "
+                f"deleted.{said}"
+            )
+        elif status == 413:
+            code, text = BridgeErrorCode.MESSAGE_TOO_LARGE, f"The remote refused a message as too large (HTTP 413).{said}"
+        elif status == 429:
+            wait = f" Retry after {retry_after:.0f}s." if retry_after is not None else ""
+            code, text = BridgeErrorCode.RATE_LIMITED, (
+                f"The remote is rate limiting requests (HTTP 429 Too Many Requests) and the bridge's retry budget "
+                f"is spent.{wait}{said}"
+            )
+        elif status in (502, 503, 504):
+            wait = f" Retry after {retry_after:.0f}s." if retry_after is not None else ""
+            code, text = BridgeErrorCode.REMOTE_UNAVAILABLE, (
+                f"The remote is temporarily unavailable (HTTP {status}).{wait}{said}"
+            )
+        elif status == 405 or status == 406 or status == 415:
+            code, text = BridgeErrorCode.BAD_RESPONSE, (
+                f"{where} did not accept an MCP request (HTTP {status}); is it a Streamable HTTP MCP endpoint?{said}"
+            )
+        else:
+            code, text = BridgeErrorCode.REMOTE_ERROR, f"The remote failed with HTTP {status}.{said}"
+        return BridgeError.of(code, self._clean(text), http_status=status, retry_after=retry_after)
+
+
+def _is_tls_failure(exc: Exception) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short human description of a network failure."""
+    text = str(exc).strip()
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, httpx2.ReadTimeout):
+        return "read timed out"
+    if not text:
+        return type(exc).__name__
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text or "Errno -2" in text:
+        return "host name not found"
+    return text[:200]
+
+
+async def _error_detail(response: httpx2.Response, limit: int = 2048) -> str:
+    """The remote's own explanation of an error status (JSON `error`/`message` or text), shortened."""
+    try:
+        raw = b""
+        async for chunk in response.aiter_bytes():
+            raw += chunk
+            if len(raw) >= limit:
+                break
+    except httpx2.HTTPError:
+        return ""
+    text = raw[:limit].decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    with contextlib.suppress(ValueError):
+        import json
+
+        body: Any = json.loads(text)
+        if isinstance(body, dict):
+            err = body.get("error")
+            if isinstance(err, dict):
+                return str(err.get("message") or err)[:300]
+            for key in ("error_description", "message", "error", "detail"):
+                if isinstance(body.get(key), str):
+                    return body[key][:300]
+    if text.startswith("<"):
+        return ""  # an HTML error page says nothing useful on one line
+    return " ".join(text.split())[:300]

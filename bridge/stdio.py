@@ -1,0 +1,211 @@
+"""The desktop side: newline-delimited JSON-RPC over the process's stdin and stdout.
+
+Why not the SDK's `stdio_server()`: it validates every line into pydantic
+models and re-serializes every outgoing message, and it reads and writes
+through worker threads. The relay forwards bytes it never needs to re-model,
+so this transport hands it raw lines and writes raw lines, on the event loop
+(non-blocking pipes), which is most of the bridge's per-message cost.
+
+What it keeps from the SDK's transport: while the bridge runs, fd 0 reads from
+/dev/null and fd 1 points at stderr, so a stray `print` or a child process can
+never corrupt the JSON-RPC stream; the real pipes live on private descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OversizedLine:
+    """A line longer than the limit was discarded; `size` is how many bytes it had."""
+
+    size: int
+
+
+class StdoutClosed(Exception):
+    """The desktop closed its end of stdout: nobody is listening any more."""
+
+
+class _WriteFlow(asyncio.Protocol):
+    """Flow control for the stdout pipe: lets writers wait while the pipe is full."""
+
+    def __init__(self) -> None:
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self.closed = False
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._can_write.set()
+
+    async def drain(self) -> None:
+        await self._can_write.wait()
+
+
+def _is_pipe_like(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _dup_private(fd: int) -> int:
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
+class StdioChannel:
+    """Reads JSON-RPC lines from stdin and writes them to stdout, without threads when both are pipes."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max_line = max_line_bytes
+        self._in_fd = -1
+        self._out_fd = -1
+        self._reader: asyncio.StreamReader | None = None
+        self._out_transport: asyncio.WriteTransport | None = None
+        self._out_flow: _WriteFlow | None = None
+        self._restore: list[tuple[int, int]] = []
+        self._write_lock = anyio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[StdioChannel]:
+        """Claim fd 0 and fd 1 for the protocol, divert them, and restore them on exit."""
+        sys.stdout.flush()
+        self._in_fd = _dup_private(0)
+        self._out_fd = _dup_private(1)
+        self._divert()
+        loop = asyncio.get_running_loop()
+        try:
+            if _is_pipe_like(self._in_fd):
+                self._reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+                protocol = asyncio.StreamReaderProtocol(self._reader, loop=loop)
+                await loop.connect_read_pipe(lambda: protocol, os.fdopen(self._in_fd, "rb", buffering=0, closefd=False))
+            if _is_pipe_like(self._out_fd):
+                self._out_flow = _WriteFlow()
+                transport, _ = await loop.connect_write_pipe(
+                    lambda: self._out_flow, os.fdopen(self._out_fd, "wb", buffering=0, closefd=False)
+                )
+                self._out_transport = transport
+            yield self
+        finally:
+            if self._out_transport is not None:
+                self._out_transport.close()
+            self._undivert()
+
+    def _divert(self) -> None:
+        """Point fd 0 at /dev/null and fd 1 at stderr; remember how to undo it."""
+        for fd, target in ((0, os.open(os.devnull, os.O_RDONLY)), (1, os.dup(2))):
+            saved = _dup_private(fd)
+            os.dup2(target, fd)
+            os.close(target)
+            self._restore.append((fd, saved))
+
+    def _undivert(self) -> None:
+        for fd, saved in self._restore:
+            with contextlib.suppress(OSError):
+                os.dup2(saved, fd)
+                os.close(saved)
+        self._restore.clear()
+
+    async def _read_chunk(self) -> bytes:
+        if self._reader is not None:
+            return await self._reader.read(_CHUNK)
+        return await anyio.to_thread.run_sync(os.read, self._in_fd, _CHUNK, abandon_on_cancel=True)
+
+    async def lines(self) -> AsyncIterator[bytes | OversizedLine]:
+        """Yield each complete line (without its newline) until stdin reaches EOF.
+
+        A line longer than the limit is skipped as it streams in (never held in
+        memory) and reported as `OversizedLine`, so the caller can answer it.
+        """
+        buffer = bytearray()
+        discarding = 0
+        while True:
+            chunk = await self._read_chunk()
+            if not chunk:
+                break
+            start = 0
+            while True:
+                newline = chunk.find(b"\n", start)
+                if newline < 0:
+                    rest = len(chunk) - start
+                    if discarding:
+                        discarding += rest
+                    elif len(buffer) + rest > self._max_line:
+                        discarding = len(buffer) + rest
+                        buffer.clear()
+                    else:
+                        buffer += chunk[start:]
+                    break
+                if discarding:
+                    yield OversizedLine(discarding + newline - start)
+                    discarding = 0
+                elif buffer:
+                    buffer += chunk[start:newline]
+                    line = bytes(buffer)
+                    buffer.clear()
+                    if len(line) > self._max_line:
+                        yield OversizedLine(len(line))
+                    elif line.strip():
+                        yield line
+                else:
+                    line = chunk[start:newline]
+                    if len(line) > self._max_line:
+                        yield OversizedLine(len(line))
+                    elif line.strip():
+                        yield line
+                start = newline + 1
+        if discarding:
+            yield OversizedLine(discarding)
+        elif buffer.strip():
+            yield bytes(buffer)
+
+    async def write(self, data: bytes) -> None:
+        """Write whole lines to stdout; lines from concurrent writers never interleave.
+
+        Raises:
+            StdoutClosed: the desktop is gone.
+        """
+        if self._out_transport is not None:
+            assert self._out_flow is not None
+            if self._out_flow.closed or self._out_transport.is_closing():
+                raise StdoutClosed()
+            # One synchronous write per line keeps lines whole without a lock.
+            self._out_transport.write(data)
+            if self._out_transport.get_write_buffer_size() > _CHUNK:
+                await self._out_flow.drain()
+            return
+        async with self._write_lock:
+            try:
+                await anyio.to_thread.run_sync(_write_all, self._out_fd, data)
+            except (BrokenPipeError, ConnectionResetError):
+                raise StdoutClosed() from None
+
+    async def flush(self) -> None:
+        """Wait until everything written so far has reached the pipe (bounded by the caller)."""
+        if self._out_transport is None or self._out_flow is None:
+            return
+        while self._out_transport.get_write_buffer_size() and not self._out_flow.closed:
+            await asyncio.sleep(0.005)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
