@@ -17,8 +17,11 @@ even with calls in flight.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,14 +38,16 @@ from bridge.errors import (
     error_line,
 )
 from bridge.inflight import DuplicateRequestId, InFlightTable, Pending
-from bridge.messages import InvalidMessage, Kind, Message, classify, dumps, parse
+from bridge.messages import InvalidMessage, Kind, Message, RequestId, classify, dumps, parse
 from bridge.policy import ToolPolicy
 from bridge.stdio import OversizedLine, StdioChannel, StdoutClosed
 from bridge.upstream import Sink, Upstream
 
 logger = logging.getLogger("bridge.relay")
 
-SHUTDOWN_GRACE = 1.5  # seconds for the session DELETE at exit; the SDK's client kills us after 2 s
+# At stdin EOF the desktop is leaving; the SDK's stdio client kills the process 2 s after closing stdin.
+ANSWER_GRACE = 0.7  # seconds for answers already on their way to reach stdout
+SHUTDOWN_GRACE = 0.8  # seconds for the session DELETE
 
 
 class Relay(Sink):
@@ -72,7 +77,11 @@ class Relay(Sink):
                         await self._on_line(line)
                 except StdoutClosed:
                     pass
-            logger.info("desktop closed the connection; shutting down (%d request(s) in flight)", len(self.inflight))
+            if self.inflight and not self._stdout_closed:
+                deadline = time.monotonic() + ANSWER_GRACE
+                while self.inflight and time.monotonic() < deadline:
+                    await anyio.sleep(0.01)
+            logger.info("shutting down (%d request(s) still in flight are abandoned)", len(self.inflight))
             self.inflight.drain()
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE):
                 await self.upstream.aclose()
@@ -100,7 +109,7 @@ class Relay(Sink):
                 BridgeErrorCode.MESSAGE_TOO_LARGE,
                 f"A message of {line.size} bytes exceeds the bridge's limit (ALLOY_MAX_MESSAGE_BYTES).",
             )
-            await self._write(bridge_error_line(None, error))
+            await self._write(bridge_error_line(_id_from_head(line.head), error))
             return
         try:
             body = parse(line)
@@ -199,6 +208,21 @@ class Relay(Sink):
         except StdoutClosed:
             self._stdout_closed = True
             self._request_stop()
+
+
+_ID_IN_HEAD = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,19})\s*[,}]')
+
+
+def _id_from_head(head: bytes) -> RequestId | None:
+    """The request id of a message too large to parse, read from its first bytes (best effort)."""
+    match = _ID_IN_HEAD.search(head)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return value if isinstance(value, (str, int)) else None
 
 
 def _short(value: Any, limit: int = 200) -> str:

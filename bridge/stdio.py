@@ -27,11 +27,19 @@ import anyio
 _CHUNK = 256 * 1024
 
 
+_HEAD = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class OversizedLine:
-    """A line longer than the limit was discarded; `size` is how many bytes it had."""
+    """A line longer than the limit was discarded; `size` is how many bytes it had.
+
+    `head` keeps its first bytes, enough to find the request id so the desktop
+    still gets an answer to that request.
+    """
 
     size: int
+    head: bytes = b""
 
 
 class StdoutClosed(Exception):
@@ -135,6 +143,7 @@ class StdioChannel:
         """
         buffer = bytearray()
         discarding = 0
+        head = b""
         while True:
             chunk = await self._read_chunk()
             if not chunk:
@@ -147,31 +156,29 @@ class StdioChannel:
                     if discarding:
                         discarding += rest
                     elif len(buffer) + rest > self._max_line:
+                        head = bytes((buffer + chunk[start : start + _HEAD])[:_HEAD])
                         discarding = len(buffer) + rest
                         buffer.clear()
                     else:
                         buffer += chunk[start:]
                     break
                 if discarding:
-                    yield OversizedLine(discarding + newline - start)
+                    yield OversizedLine(discarding + newline - start, head)
                     discarding = 0
-                elif buffer:
-                    buffer += chunk[start:newline]
-                    line = bytes(buffer)
-                    buffer.clear()
-                    if len(line) > self._max_line:
-                        yield OversizedLine(len(line))
-                    elif line.strip():
-                        yield line
                 else:
-                    line = chunk[start:newline]
+                    if buffer:
+                        buffer += chunk[start:newline]
+                        line = bytes(buffer)
+                        buffer.clear()
+                    else:
+                        line = chunk[start:newline]
                     if len(line) > self._max_line:
-                        yield OversizedLine(len(line))
+                        yield OversizedLine(len(line), line[:_HEAD])
                     elif line.strip():
                         yield line
                 start = newline + 1
         if discarding:
-            yield OversizedLine(discarding)
+            yield OversizedLine(discarding, head)
         elif buffer.strip():
             yield bytes(buffer)
 

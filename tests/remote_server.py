@@ -25,7 +25,6 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
 import mcp_types as types
@@ -117,6 +116,9 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         types.Tool(name="roots", description="List the client's roots.", input_schema={"type": "object"}),
         types.Tool(name="log", description="Emit log messages.", input_schema={"type": "object"}),
         types.Tool(name="delete_everything", description="A dangerous action.", input_schema={"type": "object"}),
+        types.Tool(name="meta", description="Return the request's _meta.", input_schema={"type": "object"}),
+        types.Tool(name="notify_me", description="Send a tools/list_changed on the standalone stream.",
+                   input_schema={"type": "object"}),
     ]
     tools += [
         types.Tool(name=f"filler_{i:03d}", description=FILLER_DESCRIPTION, input_schema={"type": "object"})
@@ -187,6 +189,11 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
                 await ctx.session.send_log_message(level, f"{level} message", "test-server",
                                                    related_request_id=ctx.request_id)
             return _text("logged")
+        if name == "meta":
+            return _text(json.dumps(dict(ctx.meta or {}), default=str, sort_keys=True))
+        if name == "notify_me":
+            await ctx.session.send_tool_list_changed()
+            return _text("notified")
         return _text(f"ran {name}")
 
     async def list_resources(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None):
