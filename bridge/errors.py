@@ -13,7 +13,6 @@ Codes the protocol itself defines (-32700 parse error, -32600 invalid request,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -85,13 +84,14 @@ HINTS: dict[BridgeErrorCode, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class BridgeError(Exception):
     """A failure the desktop must hear about as the JSON-RPC error of one request."""
 
-    code: int
-    message: str
-    data: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data: dict[str, Any] = data or {}
 
     def __str__(self) -> str:
         return self.message

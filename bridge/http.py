@@ -227,8 +227,31 @@ def _is_tls_failure(exc: Exception) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
+def _root_causes(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes and contexts, and members of exception groups (depth-first)."""
+    seen: list[BaseException] = []
+    stack = [exc]
+    while stack and len(seen) < 50:
+        current = stack.pop()
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        stack.extend(getattr(current, "exceptions", ()))
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+    return seen
+
+
 def _describe(exc: BaseException) -> str:
     """A short human description of a network failure."""
+    import socket
+
+    for cause in _root_causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
     text = str(exc).strip()
     if isinstance(exc, httpx2.ConnectTimeout):
         return "connection timed out"
