@@ -105,6 +105,8 @@ class StreamableHttpUpstream:
         self._listener_scope: anyio.CancelScope | None = None
         self._listening = False
         self._closed = False
+        # Called when the desktop's `initialize` is answered 404/405; True means another transport took it.
+        self.fallback: Callable[[Pending, BridgeError], Awaitable[bool]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -173,6 +175,13 @@ class StreamableHttpUpstream:
             else:
                 await self._forward_request(pending)
         except BridgeError as error:
+            if (
+                pending.method == "initialize"
+                and self.fallback is not None
+                and error.data.get("httpStatus") in (404, 405)
+                and await self.fallback(pending, error)
+            ):
+                return
             await self.sink.fail(pending, error)
         except Exception:  # a bug must cost one request, never the bridge
             logger.exception("internal error while handling %s", pending.method)

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +200,7 @@ async def open_bridge(tmp_path: Path, env: dict[str, str], *, args: list[str] | 
                                    env=env, cwd=str(tmp_path))
     run = BridgeRun(stderr_path)
     with stderr_path.open("w") as errlog:
-        async with Client(params, **client_options) as client:
+        async with Client(stdio_client(params, errlog=errlog), **client_options) as client:
             yield client, run
         errlog.flush()
 

@@ -313,7 +313,8 @@ class Gate:
         if self.state.latency:
             await anyio.sleep(self.state.latency)
 
-        scope = dict(scope, path="/mcp", raw_path=b"/mcp")
+        if not path.startswith("/messages"):
+            scope = dict(scope, path="/mcp", raw_path=b"/mcp")
         sent = False
 
         async def replay() -> dict[str, Any]:
@@ -333,6 +334,8 @@ class Gate:
     def authorize(self, path: str, headers: dict[str, str], tool: str | None) -> tuple[int, str] | None:
         """Alloy's rules: 404 unknown server, 401 bad credentials, 403 a restricted action."""
         parts = path.strip("/").split("/")
+        if parts[0] == "messages":
+            return None  # legacy SSE message endpoint: the session id in the query is the capability
         if len(parts) < 2 or parts[0] != "mcp" or parts[1] != self.args.server_id or len(parts) > 3:
             return 404, "Server not found"
         if len(parts) == 3:
@@ -442,6 +445,10 @@ class Gate:
         elif command == "reset":
             state.requests.clear()
             state.executions.clear()
+            state.log_levels.clear()
+            state.subscriptions.clear()
+            state.cancelled.clear()
+            state.sessions.clear()
         elif command == "notify":
             for session_id, session in list(state.sessions.items()):
                 if session_id in state.expired:
@@ -501,6 +508,30 @@ async def _respond(send: Any, status: int, payload: Any, headers: dict[str, str]
     await send({"type": "http.response.body", "body": data})
 
 
+def legacy_sse_app(server: Server) -> Any:
+    """The 2024-11-05 HTTP+SSE transport: GET /mcp opens the stream, POST /messages/ sends."""
+    from mcp.server.sse import SseServerTransport
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Mount, Route
+
+    transport = SseServerTransport("/messages/")
+
+    async def stream(request: Any) -> Response:
+        async with transport.connect_sse(request.scope, request.receive, request._send) as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        return Response()
+
+    async def not_allowed(request: Any) -> Response:
+        return Response("Method Not Allowed", status_code=405)
+
+    return Starlette(routes=[
+        Route("/mcp", endpoint=stream, methods=["GET"]),
+        Route("/mcp", endpoint=not_allowed, methods=["POST", "DELETE"]),
+        Mount("/messages/", app=transport.handle_post_message),
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
@@ -512,18 +543,22 @@ def main() -> None:
     parser.add_argument("--event-store", action="store_true")
     parser.add_argument("--filler-tools", type=int, default=3)
     parser.add_argument("--page-size", type=int, default=4)
+    parser.add_argument("--sse", action="store_true", help="serve the legacy HTTP+SSE transport instead")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args()
 
     state = State()
     server = build_server(state, args.filler_tools, args.page_size)
-    app = server.streamable_http_app(
-        json_response=args.json_response,
-        event_store=MemoryEventStore() if args.event_store else None,
-        retry_interval=100 if args.event_store else None,
-        max_request_body_size=8 * 1024 * 1024,
-    )
+    if args.sse:
+        app = legacy_sse_app(server)
+    else:
+        app = server.streamable_http_app(
+            json_response=args.json_response,
+            event_store=MemoryEventStore() if args.event_store else None,
+            retry_interval=100 if args.event_store else None,
+            max_request_body_size=8 * 1024 * 1024,
+        )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))

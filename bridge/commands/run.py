@@ -15,7 +15,8 @@ from bridge.policy import ToolPolicy
 from bridge.relay import Relay
 from bridge.settings import BridgeSettings, ConfigError, Endpoint, load_settings, resolve_endpoint
 from bridge.stdio import StdioChannel
-from bridge.upstream import Sink, StreamableHttpUpstream, Upstream
+from bridge.connect import make_upstream
+from bridge.upstream import Sink, Upstream
 
 logger = logging.getLogger("bridge")
 
@@ -57,10 +58,10 @@ async def serve(settings: BridgeSettings, endpoint: Endpoint) -> None:
     async with build_client(settings, endpoint) as client:
         http = RemoteHttp(client, settings, endpoint)
 
-        def make_upstream(sink: Sink) -> Upstream:
-            return StreamableHttpUpstream(http, sink)
+        def make(sink: Sink) -> Upstream:
+            return make_upstream(settings.transport, http, sink)
 
         channel = StdioChannel(settings.max_message_bytes)
         async with channel.open():
-            relay = Relay(channel, make_upstream, ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools))
+            relay = Relay(channel, make, ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools))
             await relay.run()

@@ -1,0 +1,74 @@
+"""Remote transports: Streamable HTTP with JSON responses, resumable SSE streams, and legacy HTTP+SSE."""
+
+from __future__ import annotations
+
+import mcp_types as types
+import anyio
+import pytest
+
+from tests.conftest import bridge_env, open_bridge, running_remote
+from tests.test_relay import text_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_json_response_mode_remote(tmp_path):
+    with running_remote("--json-response") as server:
+        async with open_bridge(tmp_path, bridge_env(server)) as (client, _):
+            tools = await client.list_tools()
+            result = await client.call_tool("echo", {"text": "json"})
+    assert tools.tools and text_of(result) == "json"
+
+
+async def test_dropped_response_stream_is_resumed_with_last_event_id(tmp_path):
+    with running_remote("--event-store") as server:
+        server.add_rule({"drop_after_bytes": 120}, rpc="tools/call", tool="slow", times=1)
+        async with open_bridge(tmp_path, bridge_env(server)) as (client, _):
+            result = await client.call_tool("slow", {"seconds": 0.5, "steps": 2, "tag": "resume"})
+        resumed = [r for r in server.requests() if r["http"] == "GET" and "last-event-id" in r["headers"]]
+        executions = server.executions()
+    assert text_of(result) == "slept 0.5"
+    assert executions == {"resume": 1}
+    assert resumed
+
+
+async def test_legacy_sse_remote_is_detected_in_auto_mode(tmp_path):
+    with running_remote("--sse") as server:
+        async with open_bridge(tmp_path, bridge_env(server)) as (client, run):
+            tools = await client.list_tools()
+            result = await client.call_tool("echo", {"text": "over sse", "tag": "s1"})
+        assert "legacy HTTP+SSE" in run.stderr
+        assert server.executions() == {"s1": 1}
+    assert tools.tools and text_of(result) == "over sse"
+
+
+async def test_legacy_sse_remote_selected_by_setting(tmp_path):
+    progress: list[float] = []
+
+    async def on_progress(value, total, message):
+        progress.append(value)
+
+    async def sampling(context, params):
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="4"),
+                                         model="m")
+
+    with running_remote("--sse") as server:
+        env = bridge_env(server, ALLOY_TRANSPORT="sse")
+        async with open_bridge(tmp_path, env, sampling_callback=sampling) as (client, _):
+            slow = await client.call_tool("slow", {"seconds": 0.2, "steps": 2}, progress_callback=on_progress)
+            asked = await client.call_tool("ask", {})
+        assert not server.requests("initialize") or all(r["http"] != "POST" or r["path"].startswith("/messages")
+                                                         for r in server.requests("initialize"))
+    assert text_of(slow) == "slept 0.2" and progress == [1, 2]
+    assert text_of(asked) == "model said: 4"
+
+
+async def test_legacy_sse_stream_drop_reconnects_and_reinitializes(tmp_path):
+    with running_remote("--sse") as server:
+        async with open_bridge(tmp_path, bridge_env(server, ALLOY_TRANSPORT="sse")) as (client, _):
+            await client.list_tools()
+            server.restart()
+            await anyio.sleep(0.2)
+            result = await client.call_tool("echo", {"text": "again", "tag": "r"})
+        assert server.executions() == {"r": 1}
+    assert text_of(result) == "again"
