@@ -65,7 +65,8 @@ async def _round_trip() -> int:
     api_key = "demo_" + secrets.token_hex(12)
     user_id = "demo-user"
     seen: list[dict[str, str]] = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly, so asyncio sets TCP_NODELAY on accepted connections (no 40 ms Nagle stalls).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]

@@ -24,6 +24,7 @@ from bridge.errors import BridgeError, BridgeErrorCode
 from bridge.logs import redact
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
 from bridge.settings import BridgeSettings, Endpoint
+from bridge.sse import EventTooLarge
 
 logger = logging.getLogger("bridge.http")
 
@@ -50,7 +51,7 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncCl
         verify=_tls_context(settings, endpoint),
         follow_redirects=False,
         limits=httpx2.Limits(max_connections=128, max_keepalive_connections=32, keepalive_expiry=30.0),
-        trust_env=True,
+        trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
     )
 
 
@@ -168,7 +169,7 @@ class RemoteHttp:
 
     def lost(self, exc: Exception, rpc_method: str | None) -> BridgeError:
         """The error for a response stream that failed after the remote accepted the request."""
-        if isinstance(exc, httpx2.SSEError) and "byte limit" in str(exc):
+        if isinstance(exc, EventTooLarge):
             return BridgeError.of(
                 BridgeErrorCode.MESSAGE_TOO_LARGE,
                 f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",

@@ -27,6 +27,7 @@ from bridge.http import RemoteHttp, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import Message, classify, dumps
 from bridge.retry import is_idempotent
+from bridge.sse import EventTooLarge, iter_events
 from bridge.upstream import Sink, parse_remote
 
 logger = logging.getLogger("bridge.sse")
@@ -108,9 +109,9 @@ class LegacySseUpstream:
                         f"{self.http.endpoint.display_url} is not an SSE endpoint (content type {content_type!r}).",
                     ))
                     return
-                async for event in httpx2.EventSource(response, max_event_size=self.http.max_message_bytes):
+                async for event in iter_events(response.aiter_bytes(), self.http.max_message_bytes):
                     if event.event == "endpoint":
-                        self._set_endpoint(event.data)
+                        self._set_endpoint(event.data.decode("utf-8", "replace"))
                         continue
                     if event.event != "message" or not event.data:
                         continue
@@ -118,7 +119,7 @@ class LegacySseUpstream:
                         await self._on_message(message)
         except BridgeError as error:
             failure.append(error)
-        except (httpx2.HTTPError, SessionExpired) as exc:
+        except (httpx2.HTTPError, SessionExpired, EventTooLarge) as exc:
             logger.info("legacy SSE stream dropped: %s", type(exc).__name__)
         finally:
             was_connected = self._connected.is_set()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pydantic_core import from_json
+
 RequestId = str | int
 
 
@@ -66,8 +68,22 @@ def dumps(body: Any) -> bytes:
 
 
 def parse(text: bytes | str) -> Any:
-    """Parse JSON text; raises ValueError (incl. UnicodeDecodeError) on malformed input."""
-    return json.loads(text)
+    """Parse strict JSON (no NaN/Infinity); raises ValueError on malformed input or invalid UTF-8.
+
+    pydantic-core's parser is ~20x faster than `json` on large messages; the
+    stdlib parser is the fallback for what it refuses but JSON allows (an
+    escaped lone surrogate, which a truncated emoji produces).
+    """
+    try:
+        return from_json(text, allow_inf_nan=False)
+    except ValueError:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")  # invalid UTF-8 raises UnicodeDecodeError, a ValueError
+        return json.loads(text, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def classify(body: Any, raw: bytes | None = None) -> Message:

@@ -21,7 +21,6 @@ everything the remote says back to the relay (`Sink`). It owns the session:
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -33,7 +32,8 @@ import httpx2
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
 from bridge.http import SESSION_HEADER, RemoteHttp, SessionExpired
 from bridge.inflight import Pending
-from bridge.messages import InvalidMessage, Kind, Message, classify, dumps
+from bridge.messages import InvalidMessage, Kind, Message, classify, dumps, parse
+from bridge.sse import Event, EventTooLarge, iter_events
 from bridge.retry import is_idempotent
 
 logger = logging.getLogger("bridge.upstream")
@@ -65,11 +65,10 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
-def parse_remote(text: str | bytes) -> list[Message]:
+def parse_remote(raw: bytes) -> list[Message]:
     """Messages in one JSON body or SSE event from the remote; malformed ones are logged and skipped."""
-    raw = text.encode() if isinstance(text, str) else text
     try:
-        body = json.loads(raw)
+        body = parse(raw)
     except ValueError:
         logger.warning("dropped a malformed message from the remote (%d bytes of invalid JSON)", len(raw))
         return []
@@ -337,7 +336,7 @@ class StreamableHttpUpstream:
             return
         if outcome.error is not None:
             error = self.http.lost(outcome.error, pending.method)
-            if isinstance(outcome.error, (httpx2.TimeoutException, httpx2.SSEError)):
+            if isinstance(outcome.error, (httpx2.TimeoutException, EventTooLarge)):
                 raise error
             raise _StreamDropped(error)
         if outcome.garbage:
@@ -357,13 +356,13 @@ class StreamableHttpUpstream:
         lets the connection go back to the pool instead of being torn down.
         """
         outcome = _StreamOutcome()
-        events = httpx2.EventSource(response, max_event_size=self.http.max_message_bytes).__aiter__()
+        events = iter_events(response.aiter_bytes(), self.http.max_message_bytes).__aiter__()
         try:
             async for event in events:
                 await self._on_event(event, pending, on_answer, outcome)
                 if outcome.answered:
                     break
-        except httpx2.HTTPError as exc:
+        except (httpx2.HTTPError, EventTooLarge) as exc:
             outcome.error = exc
             return outcome
         if outcome.answered:
@@ -371,13 +370,13 @@ class StreamableHttpUpstream:
                 try:
                     async for event in events:
                         await self._on_event(event, None, None, outcome)
-                except httpx2.HTTPError:
+                except (httpx2.HTTPError, EventTooLarge):
                     pass
         return outcome
 
     async def _on_event(
         self,
-        event: httpx2.ServerSentEvent,
+        event: Event,
         pending: Pending | None,
         on_answer: Callable[[Message], None] | None,
         outcome: _StreamOutcome,
@@ -537,7 +536,7 @@ class StreamableHttpUpstream:
                 found = parse_remote(await self._read_body(response, method))
             elif content_type == "text/event-stream":
                 found = []
-                async for event in httpx2.EventSource(response, max_event_size=self.http.max_message_bytes):
+                async for event in iter_events(response.aiter_bytes(), self.http.max_message_bytes):
                     if event.event == "message" and event.data:
                         found.extend(parse_remote(event.data))
                         if any(m.is_answer and m.id == request_id for m in found):

@@ -559,7 +559,8 @@ def main() -> None:
             retry_interval=100 if args.event_store else None,
             max_request_body_size=8 * 1024 * 1024,
         )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly, so asyncio sets TCP_NODELAY on accepted connections (see bench/server.py).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
