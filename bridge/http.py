@@ -71,6 +71,7 @@ class RemoteHttp:
     def __init__(self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint) -> None:
         self.client = client
         self.url = endpoint.url
+        self._parsed_url = httpx2.URL(endpoint.url)  # parsed once, not per request
         self.endpoint = endpoint
         self.policy = RetryPolicy(settings.max_retries, settings.retry_budget, settings.connect_timeout)
         self.max_message_bytes = settings.max_message_bytes
@@ -94,7 +95,7 @@ class RemoteHttp:
             BridgeError: the remote is unreachable, refused the request, or failed.
         """
         state = self.policy.start()
-        target = url or self.url
+        target = url or self._parsed_url
         while True:
             request = self.client.build_request(
                 http_method, target, content=body, headers=headers,

@@ -185,7 +185,7 @@ class Relay(Sink):
             if pending.method == "tools/list" and self.policy.active and message.kind is Kind.RESPONSE:
                 body = {**message.body, "result": self.policy.filter_tools_result(message.body.get("result"))}
                 message = classify(body, dumps(body))
-        await self._write(message.line())
+        await self._write(message.raw, newline=True)
 
     async def fail(self, pending: Pending, error: BridgeError) -> None:
         """Answer a request with the bridge's error, unless it was already answered."""
@@ -200,11 +200,11 @@ class Relay(Sink):
     def is_open(self, pending: Pending) -> bool:
         return self.inflight.get(pending.id) is pending
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, *, newline: bool = False) -> None:
         if self._stdout_closed:
             return
         try:
-            await self.channel.write(data)
+            await self.channel.write(data, newline=newline)
         except StdoutClosed:
             self._stdout_closed = True
             self._request_stop()

@@ -2,18 +2,15 @@
 
 Why not httpx2's `EventSource`: it decodes every chunk to text and re-splits
 it in Python, ~2.5 ms per MiB here, and the bridge would then encode the data
-back to bytes for stdout. This decoder scans raw chunks for line ends with a
-regular expression (C speed), never rescans bytes it has seen, and yields
-each event's data as bytes, ready to validate and forward.
+back to bytes for stdout. This decoder finds line ends in raw chunks with
+`bytes.find` (memchr speed), never rescans bytes it has seen, copies each
+kept value once, and yields event data as bytes, ready to validate and forward.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class EventTooLarge(Exception):
@@ -49,23 +46,32 @@ class SseDecoder:
     def feed(self, chunk: bytes) -> list[Event]:
         buffer = self._buffer
         buffer += chunk
+        size = len(buffer)
         events: list[Event] = []
-        start = 0
-        position = self._scanned
+        start = 0  # where the current line begins
+        position = self._scanned  # bytes before this were already searched for line ends
         while True:
-            match = _LINE_END.search(buffer, position)
-            if match is None:
+            newline = buffer.find(b"\n", position)
+            carriage = buffer.find(b"\r", position, newline if newline >= 0 else size)
+            if carriage >= 0:
+                if carriage == size - 1:
+                    position = carriage  # maybe the first half of a CRLF: decide when more arrives
+                    break
+                line_end = carriage
+                next_start = carriage + (2 if buffer[carriage + 1] == 0x0A else 1)
+            elif newline >= 0:
+                line_end, next_start = newline, newline + 1
+            else:
+                position = size
                 break
-            if match.group() == b"\r" and match.end() == len(buffer):
-                break  # a CR at the end may be the first half of a CRLF: wait for more
-            line = bytes(buffer[start : match.start()])
-            start = position = match.end()
-            event = self._line(line)
+            event = self._line(buffer, start, line_end)
+            start = position = next_start
             if event is not None:
                 events.append(event)
         if start:
             del buffer[:start]
-        self._scanned = len(buffer) - (1 if buffer.endswith(b"\r") else 0)
+            position -= start
+        self._scanned = position
         if self._max is not None and self._size + len(buffer) > self._max:
             raise EventTooLarge(self._max)
         return events
@@ -73,20 +79,27 @@ class SseDecoder:
     def flush(self) -> list[Event]:
         """At end of stream: a last line without its terminator still counts (an unterminated event does not)."""
         if self._buffer:
-            line = bytes(self._buffer).rstrip(b"\r")
+            end = len(self._buffer) - (1 if self._buffer.endswith(b"\r") else 0)
+            self._line(self._buffer, 0, end)
             self._buffer.clear()
             self._scanned = 0
-            self._line(line)
         return []
 
-    def _line(self, line: bytes) -> Event | None:
-        if not line:
+    def _line(self, buffer: bytearray, start: int, end: int) -> Event | None:
+        """Interpret buffer[start:end], one line, copying only the value that is kept."""
+        if start == end:
             return self._dispatch()
-        if line[:1] == b":":
+        if buffer[start] == 0x3A:  # ":" starts a comment
             return None
-        name, colon, value = line.partition(b":")
-        if colon and value[:1] == b" ":
-            value = value[1:]
+        colon = buffer.find(b":", start, end)
+        if colon < 0:
+            name, value_start = bytes(buffer[start:end]), end
+        else:
+            name, value_start = bytes(buffer[start:colon]), colon + 1
+            if value_start < end and buffer[value_start] == 0x20:
+                value_start += 1
+        with memoryview(buffer) as view:
+            value = bytes(view[value_start:end])
         if name == b"data":
             self._data.append(value)
             self._size += len(value) + 1

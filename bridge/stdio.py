@@ -195,8 +195,8 @@ class StdioChannel:
         elif buffer.strip():
             yield bytes(buffer)
 
-    async def write(self, data: bytes) -> None:
-        """Write whole lines to stdout; lines from concurrent writers never interleave.
+    async def write(self, data: bytes, *, newline: bool = False) -> None:
+        """Write whole lines to stdout (`newline` appends the line end); lines never interleave.
 
         Raises:
             StdoutClosed: the desktop is gone.
@@ -205,11 +205,16 @@ class StdioChannel:
             assert self._out_flow is not None
             if self._out_flow.closed or self._out_transport.is_closing():
                 raise StdoutClosed()
-            # One synchronous write per line keeps lines whole without a lock.
+            # Synchronous writes with no await between them keep each line whole without a lock;
+            # writing the line end separately spares copying a large message just to append it.
             self._out_transport.write(data)
+            if newline:
+                self._out_transport.write(b"\n")
             if self._out_transport.get_write_buffer_size() > _CHUNK:
                 await self._out_flow.drain()
             return
+        if newline:
+            data += b"\n"
         async with self._write_lock:
             try:
                 await anyio.to_thread.run_sync(_write_all, self._out_fd, data)
