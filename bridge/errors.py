@@ -38,7 +38,6 @@ class BridgeErrorCode(IntEnum):
     TOOL_BLOCKED = -32060
     SESSION_LOST = -32061
     MESSAGE_TOO_LARGE = -32062
-    SHUTTING_DOWN = -32063
 
 
 # What each code means and what the user should do about it; README's error table mirrors this.
@@ -80,7 +79,6 @@ HINTS: dict[BridgeErrorCode, str] = {
         "The remote session ended and could not be re-established. Restart the MCP server in your client."
     ),
     BridgeErrorCode.MESSAGE_TOO_LARGE: "The message exceeds ALLOY_MAX_MESSAGE_BYTES; raise it if this is expected.",
-    BridgeErrorCode.SHUTTING_DOWN: "The bridge is shutting down.",
 }
 
 

@@ -36,6 +36,14 @@ class SessionExpired(Exception):
     """The remote answered 404 to a request sent with a session id: re-initialize and resend."""
 
 
+class ConnectionDropped(Exception):
+    """The connection failed after the request was sent: it may have run (resend only if idempotent)."""
+
+    def __init__(self, error: BridgeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncClient:
     """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling."""
     timeout = httpx2.Timeout(
@@ -92,6 +100,7 @@ class RemoteHttp:
 
         Raises:
             SessionExpired: 404 to a request that carried a session id.
+            ConnectionDropped: the connection failed after the request was sent.
             BridgeError: the remote is unreachable, refused the request, or failed.
         """
         state = self.policy.start()
@@ -115,7 +124,7 @@ class RemoteHttp:
             except httpx2.TimeoutException as exc:
                 raise self._lost(exc, rpc_method, timed_out=True) from None
             except httpx2.TransportError as exc:
-                raise self._lost(exc, rpc_method, timed_out=False) from None
+                raise ConnectionDropped(self._lost(exc, rpc_method, timed_out=False)) from None
 
             status = response.status_code
             if status < 400:

@@ -23,7 +23,7 @@ import anyio.abc
 import httpx2
 
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
-from bridge.http import RemoteHttp, SessionExpired
+from bridge.http import ConnectionDropped, RemoteHttp, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import Message, classify, dumps
 from bridge.retry import is_idempotent
@@ -119,6 +119,8 @@ class LegacySseUpstream:
                         await self._on_message(message)
         except BridgeError as error:
             failure.append(error)
+        except ConnectionDropped as dropped:
+            failure.append(dropped.error)
         except (httpx2.HTTPError, SessionExpired, EventTooLarge) as exc:
             logger.info("legacy SSE stream dropped: %s", type(exc).__name__)
         finally:
@@ -166,8 +168,9 @@ class LegacySseUpstream:
             return
         try:
             await self._post(message)
-        except BridgeError as error:
-            logger.warning("could not deliver %s to the remote: %s", message.method or "an answer", error.message)
+        except (BridgeError, ConnectionDropped) as error:
+            text = error.error.message if isinstance(error, ConnectionDropped) else error.message
+            logger.warning("could not deliver %s to the remote: %s", message.method or "an answer", text)
 
     async def _request(self, pending: Pending) -> None:
         try:
@@ -176,6 +179,9 @@ class LegacySseUpstream:
         except BridgeError as error:
             self._waiting.pop(pending.id, None)
             await self.sink.fail(pending, error)
+        except ConnectionDropped as dropped:
+            self._waiting.pop(pending.id, None)
+            await self.sink.fail(pending, dropped.error)
         except Exception:
             self._waiting.pop(pending.id, None)
             logger.exception("internal error while handling %s", pending.method)
@@ -235,8 +241,9 @@ class LegacySseUpstream:
                     for uri in sorted(self._subscriptions):
                         await self._call_internal("resources/subscribe", {"uri": uri})
                 break
-            except BridgeError as error:
-                logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", error.message, delay)
+            except (BridgeError, ConnectionDropped) as error:
+                text = error.error.message if isinstance(error, ConnectionDropped) else error.message
+                logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", text, delay)
                 await anyio.sleep(delay)
                 delay = min(_RECONNECT_MAX, delay * 2)
         for pending in stranded:

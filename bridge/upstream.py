@@ -30,7 +30,7 @@ import anyio.abc
 import httpx2
 
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
-from bridge.http import SESSION_HEADER, RemoteHttp, SessionExpired
+from bridge.http import SESSION_HEADER, ConnectionDropped, RemoteHttp, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import InvalidMessage, Kind, Message, classify, dumps, parse
 from bridge.sse import Event, EventTooLarge, iter_events
@@ -206,7 +206,7 @@ class StreamableHttpUpstream:
                 logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method)
                 await self._reinitialize(generation)
                 pending.resent += 1
-            except _StreamDropped as dropped:
+            except ConnectionDropped as dropped:
                 if dropped_once or not is_idempotent(message.method) or not self.sink.is_open(pending):
                     raise dropped.error from None
                 dropped_once = True
@@ -231,7 +231,7 @@ class StreamableHttpUpstream:
 
             try:
                 await self._read_answer(response, pending, on_answer=learn)
-            except _StreamDropped as dropped:
+            except ConnectionDropped as dropped:
                 raise dropped.error from None
         self._generation += 1
         logger.info(
@@ -258,7 +258,7 @@ class StreamableHttpUpstream:
         except BridgeError as error:
             what = message.method or f"the answer to remote request {message.id!r}"
             logger.warning("could not deliver %s to the remote: %s", what, error.message)
-        except _StreamDropped as dropped:
+        except ConnectionDropped as dropped:
             logger.warning("stream dropped while sending %s: %s", message.method, dropped.error.message)
         except Exception:
             logger.exception("internal error while sending %s", message.method)
@@ -327,8 +327,8 @@ class StreamableHttpUpstream:
                     if _content_type(resumed) != "text/event-stream":
                         break
                     resumed_outcome = await self._follow_events(resumed, pending, on_answer)
-            except (BridgeError, SessionExpired) as exc:
-                logger.info("could not resume the response stream: %s", exc)
+            except (BridgeError, SessionExpired, ConnectionDropped) as exc:
+                logger.info("could not resume the response stream: %s", _reason(exc))
                 break
             resumed_outcome.last_event_id = resumed_outcome.last_event_id or outcome.last_event_id
             outcome = resumed_outcome
@@ -338,13 +338,13 @@ class StreamableHttpUpstream:
             error = self.http.lost(outcome.error, pending.method)
             if isinstance(outcome.error, (httpx2.TimeoutException, EventTooLarge)):
                 raise error
-            raise _StreamDropped(error)
+            raise ConnectionDropped(error)
         if outcome.garbage:
             raise BridgeError.of(
                 BridgeErrorCode.BAD_RESPONSE,
                 f"The remote sent a malformed message and no answer to {pending.method}.",
             )
-        raise _StreamDropped(self.http.lost(httpx2.RemoteProtocolError("stream ended without an answer"),
+        raise ConnectionDropped(self.http.lost(httpx2.RemoteProtocolError("stream ended without an answer"),
                                             pending.method))
 
     async def _follow_events(
@@ -421,7 +421,7 @@ class StreamableHttpUpstream:
             error = self.http.lost(exc, method)
             if isinstance(exc, httpx2.TimeoutException):
                 raise error from None
-            raise _StreamDropped(error) from None
+            raise ConnectionDropped(error) from None
         return b"".join(chunks)
 
     # --- the GET stream ----------------------------------------------------------------------
@@ -474,6 +474,10 @@ class StreamableHttpUpstream:
                         logger.info("the remote offers no server-to-client stream (GET not allowed)")
                         return
                     logger.info("server-to-client stream unavailable: %s; retrying in %.0fs", error.message, delay)
+                except ConnectionDropped as dropped:
+                    logger.info("server-to-client stream dropped (%s); re-opening", dropped.error.message)
+                except Exception:  # the listener must never take the bridge down
+                    logger.exception("server-to-client stream failed; re-opening")
                 await anyio.sleep(delay)
                 delay = min(_LISTEN_BACKOFF_MAX, delay * 2)
         finally:
@@ -506,7 +510,7 @@ class StreamableHttpUpstream:
                 self._session_lost = False
                 logger.info("opened a new remote session; restored %d subscription(s)%s",
                             len(self._subscriptions), " and the log level" if self._log_level else "")
-            except (BridgeError, SessionExpired, _StreamDropped) as exc:
+            except (BridgeError, SessionExpired, ConnectionDropped) as exc:
                 self._session_lost = True
                 logger.error("could not re-open the remote session: %s", _reason(exc))
             finally:
@@ -573,14 +577,6 @@ class _StreamOutcome:
         self.garbage = False
 
 
-class _StreamDropped(Exception):
-    """The connection dropped after the remote accepted the request (resend only if idempotent)."""
-
-    def __init__(self, error: BridgeError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 def _content_type(response: httpx2.Response) -> str:
     return response.headers.get("content-type", "").partition(";")[0].strip().lower()
 
@@ -588,7 +584,7 @@ def _content_type(response: httpx2.Response) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, BridgeError):
         return exc.message
-    if isinstance(exc, _StreamDropped):
+    if isinstance(exc, ConnectionDropped):
         return exc.error.message
     if isinstance(exc, SessionExpired):
         return "the new session was rejected too (HTTP 404)"

@@ -69,6 +69,7 @@ class State:
     subscriptions: dict[str, set[str]] = field(default_factory=dict)
     cancelled: list[Any] = field(default_factory=list)
     latency: float = 0.0
+    exec_log: str | None = None
 
 
 class MemoryEventStore(EventStore):
@@ -147,7 +148,11 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         remember(ctx)
         args = params.arguments or {}
         tag = args.get("tag")
-        state.executions[str(tag if tag is not None else f"{params.name}:{ctx.request_id}")] += 1
+        key = str(tag if tag is not None else f"{params.name}:{ctx.request_id}")
+        state.executions[key] += 1
+        if state.exec_log is not None:
+            with open(state.exec_log, "a") as log:
+                log.write(key + "\n")
         name = params.name
         if name == "echo":
             return _text(str(args.get("text", "")))
@@ -371,6 +376,12 @@ class Gate:
             payload = action.get("body", {"error": f"injected {action['status']}"})
             await _respond(send, action["status"], payload, action.get("headers", {}))
             return True
+        if action.get("sse_close"):
+            record["status"] = 200
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": b": bye\n\n"})
+            return True
         if "raw" in action:
             raw = action["raw"]
             record["status"] = raw.get("status", 200)
@@ -544,11 +555,12 @@ def main() -> None:
     parser.add_argument("--filler-tools", type=int, default=3)
     parser.add_argument("--page-size", type=int, default=4)
     parser.add_argument("--sse", action="store_true", help="serve the legacy HTTP+SSE transport instead")
+    parser.add_argument("--exec-log", help="append the tag of every tool execution to this file")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args()
 
-    state = State()
+    state = State(exec_log=args.exec_log)
     server = build_server(state, args.filler_tools, args.page_size)
     if args.sse:
         app = legacy_sse_app(server)

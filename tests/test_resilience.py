@@ -22,6 +22,8 @@ NOT_FOUND = -32055
 UNREACHABLE = -32050
 OUTCOME_UNKNOWN = -32052
 REMOTE_TIMEOUT = -32051
+BAD_RESPONSE = -32059
+MESSAGE_TOO_LARGE = -32062
 
 
 async def test_429_with_retry_after_is_retried_and_runs_once(remote, tmp_path):
