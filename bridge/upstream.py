@@ -162,10 +162,17 @@ class StreamableHttpUpstream:
         return headers
 
     async def _wait_ready(self) -> None:
-        """Wait out a re-initialization in progress; re-open a session that was lost."""
-        await self._ready.wait()
-        if self._session_lost:
-            await self._reinitialize(self._generation)
+        """Wait out a re-initialization in progress; re-open a session that was lost.
+
+        Returns without yielding when the session is ready, so the caller's next
+        synchronous step (building the headers) sees the same session.
+        """
+        while True:
+            if self._session_lost and self._ready.is_set():
+                await self._reinitialize(self._generation)
+            if self._ready.is_set():
+                return
+            await self._ready.wait()
 
     async def _request(self, pending: Pending) -> None:
         try:
@@ -496,7 +503,8 @@ class StreamableHttpUpstream:
                 return
             self._ready = anyio.Event()
             try:
-                self.session_id = None
+                # The old session id stays until the new one is known: a request that slips out with it
+                # meanwhile gets a 404 and is resent after this re-initialization.
                 result, session_id = await self._call_internal("initialize", self._init_params, with_session=False)
                 self.session_id = session_id
                 if isinstance(result.get("protocolVersion"), str):
