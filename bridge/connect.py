@@ -15,7 +15,7 @@ import anyio
 import anyio.abc
 
 from bridge.errors import BridgeError
-from bridge.http import RemoteHttp
+from bridge.http import RemoteHttp, RemoteRpcError
 from bridge.inflight import Pending
 from bridge.legacy_sse import LegacySseUpstream
 from bridge.messages import Message
@@ -59,9 +59,9 @@ class AutoUpstream:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _try_legacy_sse(self, pending: Pending, error: BridgeError) -> bool:
+    async def _try_legacy_sse(self, pending: Pending, error: BridgeError | RemoteRpcError) -> bool:
         """Called when `initialize` got 404/405: is this a legacy SSE endpoint? If so, continue there."""
-        if self.current is not self.streamable or self._tg is None:
+        if self.current is not self.streamable or self._tg is None or isinstance(error, RemoteRpcError):
             return False
         legacy = LegacySseUpstream(self.http, self.sink)
         await self._tg.start(legacy.run)

@@ -11,6 +11,7 @@ bridge down.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -34,6 +35,24 @@ SESSION_HEADER = "mcp-session-id"
 
 class SessionExpired(Exception):
     """The remote answered 404 to a request sent with a session id: re-initialize and resend."""
+
+
+class RemoteRpcError(Exception):
+    """The remote refused a request with a JSON-RPC error in a non-2xx body: pass it on as the answer.
+
+    Spec-correct servers send errors such as -32602 (invalid params), -32601 (method not found) or
+    -32022 (unsupported protocol version) this way, at 400 / 404.
+    """
+
+    def __init__(self, error: dict[str, Any], http_status: int) -> None:
+        super().__init__(str(error.get("message")))
+        self.error = error
+        self.http_status = http_status
+
+    @property
+    def code(self) -> int | None:
+        code = self.error.get("code")
+        return code if isinstance(code, int) else None
 
 
 class ConnectionDropped(Exception):
@@ -100,6 +119,7 @@ class RemoteHttp:
 
         Raises:
             SessionExpired: 404 to a request that carried a session id.
+            RemoteRpcError: the remote answered with a JSON-RPC error in a 4xx body.
             ConnectionDropped: the connection failed after the request was sent.
             BridgeError: the remote is unreachable, refused the request, or failed.
         """
@@ -135,16 +155,20 @@ class RemoteHttp:
                 return
 
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            detail = await _error_detail(response)
+            raw = await _read_some(response)
             await response.aclose()
-            if status == 404 and headers and SESSION_HEADER in headers:
+            rpc_error = _jsonrpc_error(raw)
+            with_session = bool(headers and SESSION_HEADER in headers)
+            if with_session and _forgot_session(status, rpc_error):
                 raise SessionExpired()
             delay = self.policy.delay_after_status(state, status, retry_after, rpc_method)
             if delay is not None:
                 logger.info("remote answered %s to %s; retrying in %.1fs", status, rpc_method or http_method, delay)
                 await anyio.sleep(delay)
                 continue
-            raise self.status_error(status, detail, retry_after, rpc_method)
+            if rpc_error is not None and status in _PASS_THROUGH_STATUSES:
+                raise RemoteRpcError(rpc_error, status)
+            raise self.status_error(status, _error_detail(raw), retry_after, rpc_method)
 
     # --- error mapping -------------------------------------------------------------------
 
@@ -277,22 +301,55 @@ def _describe(exc: BaseException) -> str:
     return text[:200]
 
 
-async def _error_detail(response: httpx2.Response, limit: int = 2048) -> str:
-    """The remote's own explanation of an error status (JSON `error`/`message` or text), shortened."""
+# Non-2xx statuses whose JSON-RPC error body is the remote's real answer (others get the bridge's own message).
+_PASS_THROUGH_STATUSES = frozenset({400, 404, 405, 406, 409, 415, 422})
+
+
+def _forgot_session(status: int, rpc_error: dict[str, Any] | None) -> bool:
+    """Whether an error to a request that carried a session id means "I do not know that session".
+
+    404 is the spec's answer (unless it is a JSON-RPC "method not found"); some servers (the TypeScript
+    SDK's examples among them) answer 400 "No valid session ID provided" instead.
+    """
+    if status == 404:
+        return rpc_error is None or rpc_error.get("code") != -32601
+    if status == 400 and rpc_error is not None:
+        return "session" in str(rpc_error.get("message", "")).lower()
+    return False
+
+
+async def _read_some(response: httpx2.Response, limit: int = 65536) -> bytes:
+    """The first bytes of an error response's body (enough for any JSON-RPC error)."""
+    raw = b""
     try:
-        raw = b""
         async for chunk in response.aiter_bytes():
             raw += chunk
             if len(raw) >= limit:
                 break
     except httpx2.HTTPError:
-        return ""
+        pass
+    return raw[:limit]
+
+
+def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
+    """The `error` object of a JSON-RPC error body, or None."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(body, dict) and body.get("jsonrpc") == "2.0" and isinstance(body.get("error"), dict):
+        error = body["error"]
+        if isinstance(error.get("code"), int) and isinstance(error.get("message"), str):
+            return error
+    return None
+
+
+def _error_detail(raw: bytes, limit: int = 2048) -> str:
+    """The remote's own explanation of an error status (JSON `error`/`message` or text), shortened."""
     text = raw[:limit].decode("utf-8", "replace").strip()
     if not text:
         return ""
     with contextlib.suppress(ValueError):
-        import json
-
         body: Any = json.loads(text)
         if isinstance(body, dict):
             err = body.get("error")

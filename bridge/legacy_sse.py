@@ -23,12 +23,12 @@ import anyio.abc
 import httpx2
 
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
-from bridge.http import ConnectionDropped, RemoteHttp, SessionExpired
+from bridge.http import ConnectionDropped, RemoteHttp, RemoteRpcError, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import Message, classify, dumps
 from bridge.retry import is_idempotent
 from bridge.sse import EventTooLarge, iter_events
-from bridge.upstream import Sink, parse_remote
+from bridge.upstream import Sink, parse_remote, rpc_error_answer
 
 logger = logging.getLogger("bridge.sse")
 
@@ -121,6 +121,9 @@ class LegacySseUpstream:
             failure.append(error)
         except ConnectionDropped as dropped:
             failure.append(dropped.error)
+        except RemoteRpcError as refused:
+            failure.append(BridgeError.of(BridgeErrorCode.BAD_RESPONSE, f"The SSE endpoint refused: {refused}",
+                                          http_status=refused.http_status))
         except (httpx2.HTTPError, SessionExpired, EventTooLarge) as exc:
             logger.info("legacy SSE stream dropped: %s", type(exc).__name__)
         finally:
@@ -168,8 +171,8 @@ class LegacySseUpstream:
             return
         try:
             await self._post(message)
-        except (BridgeError, ConnectionDropped) as error:
-            text = error.error.message if isinstance(error, ConnectionDropped) else error.message
+        except (BridgeError, ConnectionDropped, RemoteRpcError) as error:
+            text = error.error.message if isinstance(error, ConnectionDropped) else str(error)
             logger.warning("could not deliver %s to the remote: %s", message.method or "an answer", text)
 
     async def _request(self, pending: Pending) -> None:
@@ -182,6 +185,9 @@ class LegacySseUpstream:
         except ConnectionDropped as dropped:
             self._waiting.pop(pending.id, None)
             await self.sink.fail(pending, dropped.error)
+        except RemoteRpcError as refused:
+            self._waiting.pop(pending.id, None)
+            await self.sink.deliver(rpc_error_answer(pending, refused.error))
         except Exception:
             self._waiting.pop(pending.id, None)
             logger.exception("internal error while handling %s", pending.method)
@@ -241,8 +247,8 @@ class LegacySseUpstream:
                     for uri in sorted(self._subscriptions):
                         await self._call_internal("resources/subscribe", {"uri": uri})
                 break
-            except (BridgeError, ConnectionDropped) as error:
-                text = error.error.message if isinstance(error, ConnectionDropped) else error.message
+            except (BridgeError, ConnectionDropped, RemoteRpcError) as error:
+                text = error.error.message if isinstance(error, ConnectionDropped) else str(error)
                 logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", text, delay)
                 await anyio.sleep(delay)
                 delay = min(_RECONNECT_MAX, delay * 2)

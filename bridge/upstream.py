@@ -30,7 +30,7 @@ import anyio.abc
 import httpx2
 
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
-from bridge.http import SESSION_HEADER, ConnectionDropped, RemoteHttp, SessionExpired
+from bridge.http import SESSION_HEADER, ConnectionDropped, RemoteHttp, RemoteRpcError, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import InvalidMessage, Kind, Message, classify, dumps, parse
 from bridge.sse import Event, EventTooLarge, iter_events
@@ -104,8 +104,9 @@ class StreamableHttpUpstream:
         self._listener_scope: anyio.CancelScope | None = None
         self._listening = False
         self._closed = False
-        # Called when the desktop's `initialize` is answered 404/405; True means another transport took it.
-        self.fallback: Callable[[Pending, BridgeError], Awaitable[bool]] | None = None
+        # Called when the desktop's `initialize` is refused (404/405, or a JSON-RPC error such as -32022);
+        # True means another transport or protocol adapter took the request over.
+        self.fallback: Callable[[Pending, BridgeError | RemoteRpcError], Awaitable[bool]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -180,6 +181,10 @@ class StreamableHttpUpstream:
                 await self._initialize(pending)
             else:
                 await self._forward_request(pending)
+        except RemoteRpcError as refused:
+            if pending.method == "initialize" and self.fallback is not None and await self.fallback(pending, refused):
+                return
+            await self.sink.deliver(rpc_error_answer(pending, refused.error))
         except BridgeError as error:
             if (
                 pending.method == "initialize"
@@ -262,9 +267,9 @@ class StreamableHttpUpstream:
         except SessionExpired:
             logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method or "an answer")
             await self._reinitialize(generation)
-        except BridgeError as error:
+        except (BridgeError, RemoteRpcError) as error:
             what = message.method or f"the answer to remote request {message.id!r}"
-            logger.warning("could not deliver %s to the remote: %s", what, error.message)
+            logger.warning("could not deliver %s to the remote: %s", what, _reason(error))
         except ConnectionDropped as dropped:
             logger.warning("stream dropped while sending %s: %s", message.method, dropped.error.message)
         except Exception:
@@ -334,7 +339,7 @@ class StreamableHttpUpstream:
                     if _content_type(resumed) != "text/event-stream":
                         break
                     resumed_outcome = await self._follow_events(resumed, pending, on_answer)
-            except (BridgeError, SessionExpired, ConnectionDropped) as exc:
+            except (BridgeError, SessionExpired, ConnectionDropped, RemoteRpcError) as exc:
                 logger.info("could not resume the response stream: %s", _reason(exc))
                 break
             resumed_outcome.last_event_id = resumed_outcome.last_event_id or outcome.last_event_id
@@ -483,6 +488,11 @@ class StreamableHttpUpstream:
                     logger.info("server-to-client stream unavailable: %s; retrying in %.0fs", error.message, delay)
                 except ConnectionDropped as dropped:
                     logger.info("server-to-client stream dropped (%s); re-opening", dropped.error.message)
+                except RemoteRpcError as refused:
+                    if refused.http_status in (404, 405):
+                        logger.info("the remote offers no server-to-client stream (%s)", refused)
+                        return
+                    logger.info("server-to-client stream refused: %s; retrying in %.0fs", refused, delay)
                 except Exception:  # the listener must never take the bridge down
                     logger.exception("server-to-client stream failed; re-opening")
                 await anyio.sleep(delay)
@@ -518,7 +528,7 @@ class StreamableHttpUpstream:
                 self._session_lost = False
                 logger.info("opened a new remote session; restored %d subscription(s)%s",
                             len(self._subscriptions), " and the log level" if self._log_level else "")
-            except (BridgeError, SessionExpired, ConnectionDropped) as exc:
+            except (BridgeError, SessionExpired, ConnectionDropped, RemoteRpcError) as exc:
                 self._session_lost = True
                 logger.error("could not re-open the remote session: %s", _reason(exc))
             finally:
@@ -589,7 +599,15 @@ def _content_type(response: httpx2.Response) -> str:
     return response.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
+def rpc_error_answer(pending: Pending, error: dict[str, Any]) -> Message:
+    """The remote's JSON-RPC error, as the answer to the desktop's request."""
+    body = {"jsonrpc": "2.0", "id": pending.id, "error": error}
+    return classify(body, dumps(body))
+
+
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RemoteRpcError):
+        return f"{exc.error.get('message')} (JSON-RPC error {exc.code}, HTTP {exc.http_status})"
     if isinstance(exc, BridgeError):
         return exc.message
     if isinstance(exc, ConnectionDropped):
