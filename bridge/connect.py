@@ -28,19 +28,18 @@ def make_upstream(transport: str, http: RemoteHttp, sink: Sink) -> Upstream:
     """The upstream for `ALLOY_TRANSPORT`."""
     if transport == "sse":
         return LegacySseUpstream(http, sink)
-    if transport == "streamable-http":
-        return StreamableHttpUpstream(http, sink)
-    return AutoUpstream(http, sink)
+    return AutoUpstream(http, sink, allow_legacy_sse=(transport == "auto"))
 
 
 class AutoUpstream:
-    """Streamable HTTP, switching to legacy SSE when the remote turns out to be one."""
+    """Streamable HTTP; switches to legacy SSE, or to the 2026-07-28 adapter, when the remote needs it."""
 
-    def __init__(self, http: RemoteHttp, sink: Sink) -> None:
+    def __init__(self, http: RemoteHttp, sink: Sink, *, allow_legacy_sse: bool = True) -> None:
         self.http = http
         self.sink = sink
+        self.allow_legacy_sse = allow_legacy_sse
         self.streamable = StreamableHttpUpstream(http, sink)
-        self.streamable.fallback = self._try_legacy_sse
+        self.streamable.fallback = self._fallback
         self.current: Upstream = self.streamable
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -59,10 +58,30 @@ class AutoUpstream:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _try_legacy_sse(self, pending: Pending, error: BridgeError | RemoteRpcError) -> bool:
-        """Called when `initialize` got 404/405: is this a legacy SSE endpoint? If so, continue there."""
-        if self.current is not self.streamable or self._tg is None or isinstance(error, RemoteRpcError):
+    async def _fallback(self, pending: Pending, error: BridgeError | RemoteRpcError) -> bool:
+        """The remote refused the desktop's `initialize`: hand the session to what it does speak, if anything."""
+        if self.current is not self.streamable or self._tg is None:
             return False
+        if isinstance(error, RemoteRpcError):
+            return await self._try_modern(pending, error)
+        return self.allow_legacy_sse and await self._try_legacy_sse(pending, error)
+
+    async def _try_modern(self, pending: Pending, refusal: RemoteRpcError) -> bool:
+        """-32022 naming only 2026-era versions: this remote needs the 2026-07-28 adapter."""
+        from bridge.modern import MODERN_VERSION, ModernUpstream, modern_versions_offered
+
+        if MODERN_VERSION not in modern_versions_offered(refusal):
+            return False
+        assert self._tg is not None
+        modern = ModernUpstream(self.http, self.sink)
+        await self._tg.start(modern.run)
+        self.current = modern
+        await modern.send(pending.message, pending)
+        return True
+
+    async def _try_legacy_sse(self, pending: Pending, error: BridgeError) -> bool:
+        """`initialize` got 404/405: is this a legacy SSE endpoint? If so, continue there."""
+        assert self._tg is not None
         legacy = LegacySseUpstream(self.http, self.sink)
         await self._tg.start(legacy.run)
         if not await legacy.probe():

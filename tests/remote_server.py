@@ -70,6 +70,13 @@ class State:
     cancelled: list[Any] = field(default_factory=list)
     latency: float = 0.0
     exec_log: str | None = None
+    modern_only: bool = False
+    bus: Any = None
+
+    def __post_init__(self) -> None:
+        from mcp.server.subscriptions import InMemorySubscriptionBus
+
+        self.bus = InMemorySubscriptionBus()
 
 
 class MemoryEventStore(EventStore):
@@ -98,6 +105,32 @@ class MemoryEventStore(EventStore):
 
 def _text(value: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=value)])
+
+
+def modern_input(name: str, params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
+    """2026-07-28 has no server-to-client requests: ask for input with an InputRequiredResult, finish on retry."""
+    answers = params.input_responses or {}
+    if "q" not in answers:
+        if name == "ask":
+            request: Any = types.CreateMessageRequest(params=types.CreateMessageRequestParams(
+                messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text",
+                                                                                        text="What is 2+2?"))],
+                max_tokens=10))
+        elif name == "confirm":
+            request = types.ElicitRequest(params=types.ElicitRequestFormParams(
+                message="Proceed?", requested_schema={"type": "object", "properties": {"ok": {"type": "boolean"}}}))
+        else:
+            request = types.ListRootsRequest()
+        return types.InputRequiredResult(input_requests={"q": request}, request_state=f"{name}-state")
+    if params.request_state != f"{name}-state":
+        return _text(f"lost request state: {params.request_state!r}")
+    answer = answers["q"]
+    data = answer.model_dump(mode="json", by_alias=True, exclude_none=True) if hasattr(answer, "model_dump") else answer
+    if name == "ask":
+        return _text(f"model said: {data['content']['text']}")
+    if name == "confirm":
+        return _text(f"user {data['action']}: {json.dumps(data.get('content'))}")
+    return _text(",".join(root["uri"] for root in data["roots"]))
 
 
 def build_server(state: State, filler_tools: int, page_size: int) -> Server:
@@ -173,6 +206,8 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         if name == "big":
             n_kb = int(args.get("n_kb", 1))
             return _text("x" * (n_kb * 1024))
+        if ctx.protocol_version == "2026-07-28" and name in ("ask", "confirm", "roots"):
+            return modern_input(name, params)
         if name == "ask":
             result = await ctx.session.create_message(
                 [types.SamplingMessage(role="user", content=types.TextContent(type="text", text="What is 2+2?"))],
@@ -252,10 +287,13 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
 
     import warnings
 
+    from mcp.server.subscriptions import ListenHandler
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Server(
             "test-remote", version="1.0.0",
+            on_subscriptions_listen=ListenHandler(state.bus),
             on_list_tools=list_tools, on_call_tool=call_tool,
             on_list_resources=list_resources, on_list_resource_templates=list_templates,
             on_read_resource=read_resource, on_subscribe_resource=subscribe, on_unsubscribe_resource=unsubscribe,
@@ -290,7 +328,7 @@ class Gate:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         rpc, tool = _rpc_of(body)
         record = {"http": scope["method"], "path": path, "headers": headers, "rpc": rpc, "tool": tool,
-                  "query": scope.get("query_string", b"").decode(), "status": None}
+                  "query": scope.get("query_string", b"").decode(), "status": None, "params": _params_of(body)}
         self.state.requests.append(record)
         if rpc == "notifications/cancelled":
             self.state.cancelled.append(_cancelled_id(body))
@@ -299,6 +337,13 @@ class Gate:
         if status is not None:
             record["status"] = status[0]
             await _respond(send, status[0], {"error": status[1]})
+            return
+        if self.state.modern_only and rpc == "initialize":
+            record["status"] = 400
+            requested = (json.loads(body).get("params") or {}).get("protocolVersion")
+            await _respond(send, 400, {"jsonrpc": "2.0", "id": _request_id(body), "error": {
+                "code": -32022, "message": "Unsupported protocol version",
+                "data": {"supported": ["2026-07-28"], "requested": requested}}})
             return
         session_id = headers.get("mcp-session-id")
         if session_id and session_id in self.state.expired:
@@ -460,6 +505,14 @@ class Gate:
             state.subscriptions.clear()
             state.cancelled.clear()
             state.sessions.clear()
+        elif command == "notify" and state.modern_only:
+            from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
+
+            kind = data.get("kind", "tools")
+            if kind == "updated":
+                await state.bus.publish(ResourceUpdated(uri=data.get("uri", "memo://note/1")))
+            elif kind == "tools":
+                await state.bus.publish(ToolsListChanged())
         elif command == "notify":
             for session_id, session in list(state.sessions.items()):
                 if session_id in state.expired:
@@ -494,6 +547,15 @@ def _rpc_of(body: bytes) -> tuple[str | None, str | None]:
     if method is None and ("result" in parsed or "error" in parsed):
         method = "(answer)"
     return method, tool
+
+
+def _params_of(body: bytes) -> Any:
+    """The request's params, for tests that check what reached the server (kept small)."""
+    try:
+        params = json.loads(body).get("params") if body and len(body) < 65536 else None
+    except (ValueError, AttributeError):
+        return None
+    return params if isinstance(params, dict) else None
 
 
 def _request_id(body: bytes) -> Any:
@@ -555,12 +617,14 @@ def main() -> None:
     parser.add_argument("--filler-tools", type=int, default=3)
     parser.add_argument("--page-size", type=int, default=4)
     parser.add_argument("--sse", action="store_true", help="serve the legacy HTTP+SSE transport instead")
+    parser.add_argument("--modern-only", action="store_true",
+                        help="serve only the 2026-07-28 revision: refuse initialize with -32022")
     parser.add_argument("--exec-log", help="append the tag of every tool execution to this file")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args()
 
-    state = State(exec_log=args.exec_log)
+    state = State(exec_log=args.exec_log, modern_only=args.modern_only)
     server = build_server(state, args.filler_tools, args.page_size)
     if args.sse:
         app = legacy_sse_app(server)
