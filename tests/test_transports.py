@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import bridge_env, open_bridge, running_remote
 from tests.test_relay import text_of
+from tests.test_stdio import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +73,28 @@ async def test_legacy_sse_stream_drop_reconnects_and_reinitializes(tmp_path):
             result = await client.call_tool("echo", {"text": "again", "tag": "r"})
         assert server.executions() == {"r": 1}
     assert text_of(result) == "again"
+
+
+async def test_dropped_get_stream_resumes_with_last_event_id_and_loses_nothing(tmp_path):
+    seen: list[str] = []
+    two = anyio.Event()
+
+    async def on_message(message):
+        if isinstance(message, types.ToolListChangedNotification):
+            seen.append(message.method)
+            if len(seen) == 2:
+                two.set()
+
+    with running_remote("--event-store") as server:
+        # On the first GET stream, the first event passes whole; the connection drops in the middle of the second.
+        server.add_rule({"drop_after_bytes": 130}, http="GET", times=1)
+        async with open_bridge(tmp_path, bridge_env(server), message_handler=on_message) as (client, _):
+            await client.list_tools()
+            await wait_for(lambda: any(r["http"] == "GET" for r in server.requests()))
+            server.notify("tools")
+            server.notify("tools")
+            with anyio.fail_after(10):
+                await two.wait()
+        resumed = [r for r in server.requests() if r["http"] == "GET" and r["headers"].get("last-event-id")]
+    assert len(seen) == 2
+    assert resumed
