@@ -86,15 +86,17 @@ async def test_every_message_after_initialize_carries_the_negotiated_protocol_ve
 
 
 async def test_desktop_capabilities_and_client_info_reach_the_remote_unchanged(remote, tmp_path):
-    async def sampling(context, params):
-        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="4"),
-                                         model="m")
+    from tests.conftest import raw_bridge
 
-    async with open_bridge(tmp_path, bridge_env(remote), sampling_callback=sampling) as (client, _):
-        await client.list_tools()
-    # The server saw the SDK client's own initialize (its clientInfo and its sampling capability).
+    params = {"protocolVersion": "2025-06-18", "clientInfo": {"name": "desk", "version": "3.1", "title": "Desk"},
+              "capabilities": {"roots": {"listChanged": True}, "elicitation": {"form": {}},
+                               "experimental": {"com.example/feature": {"level": 2}}},
+              "_meta": {"com.example/trace": "t-1"}}
+    async with raw_bridge(tmp_path, bridge_env(remote)) as bridge:
+        answer = await bridge.request("init-1", "initialize", params)
+    assert answer["result"]["protocolVersion"] == "2025-06-18"
     initialize = remote.requests("initialize")
-    assert len(initialize) == 1
+    assert len(initialize) == 1 and initialize[0]["params"] == params
 
 
 async def test_server_discover_is_answered_locally_with_method_not_found(remote, tmp_path):
