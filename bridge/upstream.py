@@ -34,7 +34,6 @@ from bridge.http import SESSION_HEADER, ConnectionDropped, RemoteHttp, RemoteRpc
 from bridge.inflight import Pending
 from bridge.messages import InvalidMessage, Kind, Message, classify, dumps, parse
 from bridge.sse import Event, EventTooLarge, iter_events
-from bridge.retry import is_idempotent
 
 logger = logging.getLogger("bridge.upstream")
 
@@ -200,7 +199,7 @@ class StreamableHttpUpstream:
 
     async def _forward_request(self, pending: Pending) -> None:
         message = pending.message
-        dropped_once = False
+        drops = self.http.policy.start()
         while True:
             await self._wait_ready()
             if self._session_lost:
@@ -219,10 +218,12 @@ class StreamableHttpUpstream:
                 await self._reinitialize(generation)
                 pending.resent += 1
             except ConnectionDropped as dropped:
-                if dropped_once or not is_idempotent(message.method) or not self.sink.is_open(pending):
+                delay = self.http.policy.delay_after_drop(drops, message.method)
+                if delay is None or not self.sink.is_open(pending):
                     raise dropped.error from None
-                dropped_once = True
-                logger.info("connection dropped during %s; resending it (safe to repeat)", message.method)
+                logger.info("connection dropped during %s; resending it in %.1fs (safe to repeat)",
+                            message.method, delay)
+                await anyio.sleep(delay)
 
     async def _initialize(self, pending: Pending) -> None:
         """The desktop's `initialize`: open a fresh session and learn the protocol version."""
