@@ -28,14 +28,14 @@ from bridge.inflight import Pending
 from bridge.messages import Message, classify, dumps
 from bridge.retry import is_idempotent
 from bridge.sse import EventTooLarge, iter_events
-from bridge.upstream import Sink, parse_remote, rpc_error_answer
+from bridge.upstream import Sink, TaskHost, parse_remote, rpc_error_answer
 
 logger = logging.getLogger("bridge.sse")
 
 _RECONNECT_MAX = 30.0
 
 
-class LegacySseUpstream:
+class LegacySseUpstream(TaskHost):
     """A legacy HTTP+SSE MCP session to the remote (see module docstring)."""
 
     def __init__(self, http: RemoteHttp, sink: Sink) -> None:
@@ -52,21 +52,12 @@ class LegacySseUpstream:
         self._subscriptions: set[str] = set()
         self._bridge_ids = itertools.count(1)
         self._lock = anyio.Lock()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._closed = False
         self._recovering = False
         self._recovered = anyio.Event()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            await anyio.sleep_forever()
-
     async def aclose(self) -> None:
-        self._closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        """Legacy SSE has no session to end: closing the event stream is enough."""
+        self.stop_tasks()
 
     async def probe(self) -> bool:
         """Open the event stream and wait for the `endpoint` event; False if this is not an SSE endpoint."""

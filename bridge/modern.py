@@ -42,7 +42,7 @@ from bridge.http import ConnectionDropped, RemoteHttp, RemoteRpcError
 from bridge.inflight import Pending
 from bridge.messages import Kind, Message, classify, dumps
 from bridge.sse import EventTooLarge, iter_events
-from bridge.upstream import Sink, parse_remote, rpc_error_answer
+from bridge.upstream import Sink, TaskHost, parse_remote, rpc_error_answer
 
 logger = logging.getLogger("bridge.modern")
 
@@ -70,7 +70,7 @@ def modern_versions_offered(refusal: RemoteRpcError) -> list[str]:
     return [v for v in supported or [] if isinstance(v, str) and v >= MODERN_VERSION]
 
 
-class ModernUpstream:
+class ModernUpstream(TaskHost):
     """Serves a handshake-era desktop from a 2026-07-28-only remote (see module docstring)."""
 
     def __init__(self, http: RemoteHttp, sink: Sink, version: str = MODERN_VERSION) -> None:
@@ -105,22 +105,10 @@ class ModernUpstream:
         self._asks: dict[str, tuple[anyio.Event, list[Message]]] = {}
         self._header_maps: dict[str, Any] = {}
         self._ids = itertools.count(1)
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._closed = False
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            await anyio.sleep_forever()
 
     async def aclose(self) -> None:
         """Nothing to end on the remote: 2026-07-28 has no sessions."""
-        self._closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self.stop_tasks()
 
     # --- the desktop's messages ----------------------------------------------------------------
 

@@ -64,6 +64,25 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class TaskHost:
+    """Owns the tasks an upstream spawns (request handlers, streams) for as long as `run()` runs."""
+
+    _tg: anyio.abc.TaskGroup | None = None
+    _closed: bool = False
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def stop_tasks(self) -> None:
+        """Mark closed and cancel every task this upstream started."""
+        self._closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+
 def parse_remote(raw: bytes) -> list[Message]:
     """Messages in one JSON body or SSE event from the remote; malformed ones are logged and skipped."""
     try:
@@ -81,7 +100,7 @@ def parse_remote(raw: bytes) -> list[Message]:
     return parsed
 
 
-class StreamableHttpUpstream:
+class StreamableHttpUpstream(TaskHost):
     """A Streamable HTTP MCP session to the remote, with resilience (see module docstring)."""
 
     def __init__(self, http: RemoteHttp, sink: Sink) -> None:
@@ -99,28 +118,17 @@ class StreamableHttpUpstream:
         self._ready = anyio.Event()
         self._ready.set()
         self._bridge_ids = itertools.count(1)
-        self._tg: anyio.abc.TaskGroup | None = None
         self._listener_scope: anyio.CancelScope | None = None
         self._listening = False
-        self._closed = False
         # Called when the desktop's `initialize` is refused (404/405, or a JSON-RPC error such as -32022);
         # True means another transport or protocol adapter took the request over.
         self.fallback: Callable[[Pending, BridgeError | RemoteRpcError], Awaitable[bool]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Own the request tasks and the GET stream until cancelled."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            await anyio.sleep_forever()
-
     async def aclose(self) -> None:
         """End the remote session (HTTP DELETE), bounded so shutdown stays fast."""
-        self._closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self.stop_tasks()
         if not self.session_id:
             return
         with anyio.move_on_after(1.0):
