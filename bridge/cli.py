@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("command", nargs="?", choices=COMMANDS, default="run", help="what to do (default: run)")
     parser.add_argument("--version", action="version", version=f"alloy-mcp-bridge {__version__}")
-    parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env in the working directory)")
+    parser.add_argument("--env-file", default=".env",
+                        help="dotenv file to read (default: .env in the working directory)")
     for setting, text, kind in _FLAGS:
         flag = "--" + setting.replace("_", "-")
         if kind == "flag":

@@ -14,12 +14,13 @@ import logging
 import anyio
 import anyio.abc
 
+from bridge.contracts import Sink, Upstream
 from bridge.errors import BridgeError
 from bridge.http import RemoteHttp, RemoteRpcError
 from bridge.inflight import Pending
 from bridge.legacy_sse import LegacySseUpstream
 from bridge.messages import Message
-from bridge.upstream import Sink, StreamableHttpUpstream, Upstream
+from bridge.upstream import StreamableHttpUpstream
 
 logger = logging.getLogger("bridge.connect")
 

@@ -232,7 +232,8 @@ class RemoteHttp:
                 f"deleted.{said}"
             )
         elif status == 413:
-            code, text = BridgeErrorCode.MESSAGE_TOO_LARGE, f"The remote refused a message as too large (HTTP 413).{said}"
+            code = BridgeErrorCode.MESSAGE_TOO_LARGE
+            text = f"The remote refused a message as too large (HTTP 413).{said}"
         elif status == 429:
             wait = f" Retry after {retry_after:.0f}s." if retry_after is not None else ""
             code, text = BridgeErrorCode.RATE_LIMITED, (

@@ -22,13 +22,14 @@ import anyio
 import anyio.abc
 import httpx2
 
+from bridge.contracts import Sink, TaskHost
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
 from bridge.http import ConnectionDropped, RemoteHttp, RemoteRpcError, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import Message, classify, dumps
+from bridge.responses import parse_remote, rpc_error_answer
 from bridge.retry import is_idempotent
 from bridge.sse import EventTooLarge, iter_events
-from bridge.upstream import Sink, TaskHost, parse_remote, rpc_error_answer
 
 logger = logging.getLogger("bridge.sse")
 

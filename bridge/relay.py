@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from bridge.contracts import Sink, Upstream
 from bridge.errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -41,7 +42,6 @@ from bridge.inflight import DuplicateRequestId, InFlightTable, Pending
 from bridge.messages import InvalidMessage, Kind, Message, RequestId, classify, dumps, parse
 from bridge.policy import ToolPolicy
 from bridge.stdio import OversizedLine, StdioChannel, StdoutClosed
-from bridge.upstream import Sink, Upstream
 
 logger = logging.getLogger("bridge.relay")
 
@@ -151,7 +151,8 @@ class Relay(Sink):
         if message.method == "tools/call" and self.policy.active:
             name = message.params.get("name")
             if not isinstance(name, str) or not self.policy.permits(name):
-                error = BridgeError.of(BridgeErrorCode.TOOL_BLOCKED, f"Tool {name!r} is blocked by the bridge's tool policy.")
+                error = BridgeError.of(BridgeErrorCode.TOOL_BLOCKED,
+                                       f"Tool {name!r} is blocked by the bridge's tool policy.")
                 await self._write(bridge_error_line(message.id, error))
                 return
         pending = Pending(message)
@@ -159,7 +160,8 @@ class Relay(Sink):
             self.inflight.add(pending)
         except DuplicateRequestId:
             await self._write(error_line(
-                message.id, INVALID_REQUEST, f"Invalid request: id {message.id!r} is already used by a request in flight."
+                message.id, INVALID_REQUEST,
+                f"Invalid request: id {message.id!r} is already used by a request in flight.",
             ))
             return
         await self.upstream.send(message, pending)

@@ -23,81 +23,24 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
 import httpx2
 
+from bridge.contracts import Sink, TaskHost
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
 from bridge.http import SESSION_HEADER, ConnectionDropped, RemoteHttp, RemoteRpcError, SessionExpired
 from bridge.inflight import Pending
-from bridge.messages import InvalidMessage, Kind, Message, classify, dumps, parse
-from bridge.sse import Event, EventTooLarge, iter_events
+from bridge.messages import Kind, Message, classify, dumps
+from bridge.responses import LAST_EVENT_ID, ResponseReader, media_type, parse_remote, reason, rpc_error_answer
+from bridge.sse import iter_events
 
 logger = logging.getLogger("bridge.upstream")
 
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
-LAST_EVENT_ID = "last-event-id"
-_RESUME_ATTEMPTS = 3
 _LISTEN_BACKOFF_MAX = 30.0
-_DRAIN_AFTER_ANSWER = 1.0  # seconds to let a response stream end on its own after the answer
-
-
-class Sink(Protocol):
-    """Where the upstream sends what the remote says (implemented by the relay)."""
-
-    async def deliver(self, message: Message) -> None: ...
-
-    async def fail(self, pending: Pending, error: BridgeError) -> None: ...
-
-    def is_open(self, pending: Pending) -> bool: ...
-
-
-class Upstream(Protocol):
-    """What the relay needs from any remote transport."""
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
-
-    async def send(self, message: Message, pending: Pending | None) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class TaskHost:
-    """Owns the tasks an upstream spawns (request handlers, streams) for as long as `run()` runs."""
-
-    _tg: anyio.abc.TaskGroup | None = None
-    _closed: bool = False
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            await anyio.sleep_forever()
-
-    def stop_tasks(self) -> None:
-        """Mark closed and cancel every task this upstream started."""
-        self._closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-
-
-def parse_remote(raw: bytes) -> list[Message]:
-    """Messages in one JSON body or SSE event from the remote; malformed ones are logged and skipped."""
-    try:
-        body = parse(raw)
-    except ValueError:
-        logger.warning("dropped a malformed message from the remote (%d bytes of invalid JSON)", len(raw))
-        return []
-    items = body if isinstance(body, list) else [body]
-    parsed: list[Message] = []
-    for item in items:
-        try:
-            parsed.append(classify(item, raw if item is body else None))
-        except InvalidMessage as exc:
-            logger.warning("dropped an invalid message from the remote: %s", exc)
-    return parsed
 
 
 class StreamableHttpUpstream(TaskHost):
@@ -106,6 +49,7 @@ class StreamableHttpUpstream(TaskHost):
     def __init__(self, http: RemoteHttp, sink: Sink) -> None:
         self.http = http
         self.sink = sink
+        self.reader = ResponseReader(http, sink)
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self._init_params: dict[str, Any] | None = None
@@ -203,7 +147,8 @@ class StreamableHttpUpstream(TaskHost):
             await self.sink.fail(pending, error)
         except Exception:  # a bug must cost one request, never the bridge
             logger.exception("internal error while handling %s", pending.method)
-            await self.sink.fail(pending, BridgeError(INTERNAL_ERROR, f"Internal bridge error handling {pending.method}; see the bridge's log."))
+            error = BridgeError(INTERNAL_ERROR, f"Internal bridge error handling {pending.method}; see its log.")
+            await self.sink.fail(pending, error)
 
     async def _forward_request(self, pending: Pending) -> None:
         message = pending.message
@@ -219,7 +164,7 @@ class StreamableHttpUpstream(TaskHost):
                 async with self.http.open(
                     "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
                 ) as response:
-                    await self._read_answer(response, pending)
+                    await self.reader.read_answer(response, pending, self._headers)
                 return
             except SessionExpired:
                 logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method)
@@ -251,7 +196,7 @@ class StreamableHttpUpstream(TaskHost):
                         self.protocol_version = result["protocolVersion"]
 
             try:
-                await self._read_answer(response, pending, on_answer=learn)
+                await self.reader.read_answer(response, pending, self._headers, on_answer=learn)
             except ConnectionDropped as dropped:
                 raise dropped.error from None
         self._generation += 1
@@ -272,178 +217,19 @@ class StreamableHttpUpstream(TaskHost):
             async with self.http.open(
                 "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
             ) as response:
-                await self._drain_one_way(response)
+                await self.reader.drain_one_way(response)
         except SessionExpired:
             logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method or "an answer")
             await self._reinitialize(generation)
         except (BridgeError, RemoteRpcError) as error:
             what = message.method or f"the answer to remote request {message.id!r}"
-            logger.warning("could not deliver %s to the remote: %s", what, _reason(error))
+            logger.warning("could not deliver %s to the remote: %s", what, reason(error))
         except ConnectionDropped as dropped:
             logger.warning("stream dropped while sending %s: %s", message.method, dropped.error.message)
         except Exception:
             logger.exception("internal error while sending %s", message.method)
         if message.method == "notifications/initialized":
             self._start_listener()
-
-    async def _drain_one_way(self, response: httpx2.Response) -> None:
-        """A notification's response is normally 202; deliver anything a remote sends anyway."""
-        if response.status_code == 202:
-            return
-        content_type = _content_type(response)
-        if content_type == "text/event-stream":
-            await self._follow_events(response, None)
-        elif content_type == "application/json":
-            body = await self._read_body(response)
-            if body.strip():
-                for message in parse_remote(body):
-                    await self.sink.deliver(message)
-
-    # --- reading answers -------------------------------------------------------------------
-
-    async def _read_answer(
-        self, response: httpx2.Response, pending: Pending, on_answer: Callable[[Message], None] | None = None
-    ) -> None:
-        """Deliver everything on a request's response until its answer; fail the request if none comes."""
-        content_type = _content_type(response)
-        if response.status_code == 202:
-            raise BridgeError.of(
-                BridgeErrorCode.BAD_RESPONSE,
-                f"The remote accepted {pending.method} (HTTP 202) but sent no answer.",
-                http_status=202,
-            )
-        if content_type == "application/json":
-            body = await self._read_body(response, pending.method)
-            answered = False
-            for message in parse_remote(body):
-                answered = await self._deliver_remote(message, pending, on_answer) or answered
-            if not answered and self.sink.is_open(pending):
-                raise BridgeError.of(
-                    BridgeErrorCode.BAD_RESPONSE,
-                    f"The remote's JSON response to {pending.method} was not a valid answer.",
-                    http_status=response.status_code,
-                )
-            return
-        if content_type != "text/event-stream":
-            raise BridgeError.of(
-                BridgeErrorCode.BAD_RESPONSE,
-                f"The remote answered {pending.method} with content type {content_type or 'none'!r}, "
-                "not JSON or an event stream; is the URL an MCP endpoint?",
-                http_status=response.status_code,
-            )
-        outcome = await self._follow_events(response, pending, on_answer)
-        attempts = 0
-        while not outcome.answered and outcome.last_event_id and attempts < _RESUME_ATTEMPTS:
-            if isinstance(outcome.error, httpx2.TimeoutException) or not self.sink.is_open(pending):
-                break
-            attempts += 1
-            await anyio.sleep((outcome.retry_ms or 1000) / 1000)
-            logger.info("response stream for %s dropped; resuming after event %s", pending.method,
-                        outcome.last_event_id)
-            headers = self._headers()
-            headers["accept"] = "text/event-stream"
-            headers[LAST_EVENT_ID] = outcome.last_event_id
-            try:
-                async with self.http.open("GET", headers=headers, rpc_method=pending.method) as resumed:
-                    if _content_type(resumed) != "text/event-stream":
-                        break
-                    resumed_outcome = await self._follow_events(resumed, pending, on_answer)
-            except (BridgeError, SessionExpired, ConnectionDropped, RemoteRpcError) as exc:
-                logger.info("could not resume the response stream: %s", _reason(exc))
-                break
-            resumed_outcome.last_event_id = resumed_outcome.last_event_id or outcome.last_event_id
-            outcome = resumed_outcome
-        if outcome.answered or not self.sink.is_open(pending):
-            return
-        if outcome.error is not None:
-            error = self.http.lost(outcome.error, pending.method)
-            if isinstance(outcome.error, (httpx2.TimeoutException, EventTooLarge)):
-                raise error
-            raise ConnectionDropped(error)
-        if outcome.garbage:
-            raise BridgeError.of(
-                BridgeErrorCode.BAD_RESPONSE,
-                f"The remote sent a malformed message and no answer to {pending.method}.",
-            )
-        raise ConnectionDropped(self.http.lost(httpx2.RemoteProtocolError("stream ended without an answer"),
-                                            pending.method))
-
-    async def _follow_events(
-        self, response: httpx2.Response, pending: Pending | None, on_answer: Callable[[Message], None] | None = None
-    ) -> _StreamOutcome:
-        """Deliver each SSE event until the answer to `pending`, then let the stream finish briefly.
-
-        Reading the stream to its end (the remote closes it right after the answer)
-        lets the connection go back to the pool instead of being torn down.
-        """
-        outcome = _StreamOutcome()
-        events = iter_events(response.aiter_bytes(), self.http.max_message_bytes).__aiter__()
-        try:
-            async for event in events:
-                await self._on_event(event, pending, on_answer, outcome)
-                if outcome.answered:
-                    break
-        except (httpx2.HTTPError, EventTooLarge) as exc:
-            outcome.error = exc
-            return outcome
-        if outcome.answered:
-            with anyio.move_on_after(_DRAIN_AFTER_ANSWER):
-                try:
-                    async for event in events:
-                        await self._on_event(event, None, None, outcome)
-                except (httpx2.HTTPError, EventTooLarge):
-                    pass
-        return outcome
-
-    async def _on_event(
-        self,
-        event: Event,
-        pending: Pending | None,
-        on_answer: Callable[[Message], None] | None,
-        outcome: _StreamOutcome,
-    ) -> None:
-        if event.id:
-            outcome.last_event_id = event.id
-        if event.retry is not None:
-            outcome.retry_ms = event.retry
-        if event.event != "message" or not event.data:
-            return
-        batch = parse_remote(event.data)
-        if not batch:
-            outcome.garbage = True
-        for message in batch:
-            if await self._deliver_remote(message, pending, on_answer):
-                outcome.answered = True
-
-    async def _deliver_remote(
-        self, message: Message, pending: Pending | None, on_answer: Callable[[Message], None] | None
-    ) -> bool:
-        """Hand one remote message to the relay; True if it answered `pending`."""
-        is_answer = pending is not None and message.is_answer and message.id == pending.id
-        if is_answer and on_answer is not None:
-            on_answer(message)
-        await self.sink.deliver(message)
-        return is_answer
-
-    async def _read_body(self, response: httpx2.Response, method: str | None = None) -> bytes:
-        limit = self.http.max_message_bytes
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise BridgeError.of(
-                        BridgeErrorCode.MESSAGE_TOO_LARGE,
-                        f"The remote's answer exceeded ALLOY_MAX_MESSAGE_BYTES ({limit} bytes).",
-                    )
-                chunks.append(chunk)
-        except httpx2.HTTPError as exc:
-            error = self.http.lost(exc, method)
-            if isinstance(exc, httpx2.TimeoutException):
-                raise error from None
-            raise ConnectionDropped(error) from None
-        return b"".join(chunks)
 
     # --- the GET stream ----------------------------------------------------------------------
 
@@ -474,13 +260,13 @@ class StreamableHttpUpstream(TaskHost):
                     with anyio.CancelScope() as scope:
                         self._listener_scope = scope
                         async with self.http.open("GET", headers=headers, timeout=long_read) as response:
-                            if _content_type(response) != "text/event-stream":
+                            if media_type(response) != "text/event-stream":
                                 logger.info("the remote offers no server-to-client stream (GET answered %s)",
                                             response.status_code)
                                 return
                             logger.debug("server-to-client stream open")
                             delay = 1.0
-                            outcome = await self._follow_events(response, None)
+                            outcome = await self.reader.follow_events(response, None)
                             last_event_id = outcome.last_event_id or last_event_id
                             if outcome.error is not None and not isinstance(outcome.error, httpx2.ReadTimeout):
                                 logger.info("server-to-client stream dropped (%s); re-opening",
@@ -539,7 +325,7 @@ class StreamableHttpUpstream(TaskHost):
                             len(self._subscriptions), " and the log level" if self._log_level else "")
             except (BridgeError, SessionExpired, ConnectionDropped, RemoteRpcError) as exc:
                 self._session_lost = True
-                logger.error("could not re-open the remote session: %s", _reason(exc))
+                logger.error("could not re-open the remote session: %s", reason(exc))
             finally:
                 self._generation += 1
                 self._ready.set()
@@ -562,9 +348,9 @@ class StreamableHttpUpstream(TaskHost):
             "POST", body=own.message.raw, headers=self._headers(with_session=with_session), rpc_method=method
         ) as response:
             session_id = response.headers.get(SESSION_HEADER) or self.session_id
-            content_type = _content_type(response)
+            content_type = media_type(response)
             if content_type == "application/json":
-                found = parse_remote(await self._read_body(response, method))
+                found = parse_remote(await self.reader.read_body(response, method))
             elif content_type == "text/event-stream":
                 found = []
                 async for event in iter_events(response.aiter_bytes(), self.http.max_message_bytes):
@@ -590,40 +376,6 @@ class StreamableHttpUpstream(TaskHost):
     async def _notify_internal(self, method: str) -> None:
         body = dumps({"jsonrpc": "2.0", "method": method})
         async with self.http.open("POST", body=body, headers=self._headers(), rpc_method=method) as response:
-            await self._drain_one_way(response)
+            await self.reader.drain_one_way(response)
 
 
-class _StreamOutcome:
-    __slots__ = ("answered", "last_event_id", "retry_ms", "error", "garbage")
-
-    def __init__(self) -> None:
-        self.answered = False
-        self.last_event_id: str | None = None
-        self.retry_ms: int | None = None
-        self.error: Exception | None = None
-        self.garbage = False
-
-
-def _content_type(response: httpx2.Response) -> str:
-    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def rpc_error_answer(pending: Pending, error: dict[str, Any]) -> Message:
-    """The remote's JSON-RPC error, as the answer to the desktop's request."""
-    body = {"jsonrpc": "2.0", "id": pending.id, "error": error}
-    return classify(body, dumps(body))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, RemoteRpcError):
-        return f"{exc.error.get('message')} (JSON-RPC error {exc.code}, HTTP {exc.http_status})"
-    if isinstance(exc, BridgeError):
-        return exc.message
-    if isinstance(exc, ConnectionDropped):
-        return exc.error.message
-    if isinstance(exc, SessionExpired):
-        return "the new session was rejected too (HTTP 404)"
-    return str(exc)
-
-
-DeliverFn = Callable[[Message], Awaitable[None]]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import mcp_types as types
 import anyio
+import mcp_types as types
 import pytest
 
 from tests.conftest import bridge_env, open_bridge, running_remote

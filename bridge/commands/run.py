@@ -10,14 +10,14 @@ from typing import Any
 import anyio
 
 from bridge import __version__
+from bridge.connect import make_upstream
+from bridge.contracts import Sink, Upstream
 from bridge.http import RemoteHttp, build_client
 from bridge.logs import configure_logging
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay
 from bridge.settings import BridgeSettings, ConfigError, Endpoint, load_settings, resolve_endpoint
 from bridge.stdio import StdioChannel
-from bridge.connect import make_upstream
-from bridge.upstream import Sink, Upstream
 
 logger = logging.getLogger("bridge")
 
