@@ -81,7 +81,10 @@ class Relay(Sink):
                 deadline = time.monotonic() + ANSWER_GRACE
                 while self.inflight and time.monotonic() < deadline:
                     await anyio.sleep(0.01)
-            logger.info("shutting down (%d request(s) still in flight are abandoned)", len(self.inflight))
+            if self.inflight:
+                logger.info("shutting down; %d request(s) still in flight are abandoned", len(self.inflight))
+            else:
+                logger.info("the desktop disconnected; shutting down")
             self.inflight.drain()
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE):
                 await self.upstream.aclose()
