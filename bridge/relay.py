@@ -93,11 +93,16 @@ class Relay(Sink):
             tg.cancel_scope.cancel()
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                logger.info("received %s; shutting down", signal.Signals(signum).name)
-                self._request_stop()
-                return
+        """SIGTERM, SIGINT and SIGHUP end the session cleanly, like stdin EOF (POSIX only)."""
+        wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)]
+        try:
+            with anyio.open_signal_receiver(*wanted) as signals:
+                async for signum in signals:
+                    logger.info("received %s; shutting down", signal.Signals(signum).name)
+                    self._request_stop()
+                    return
+        except NotImplementedError:  # pragma: no cover - Windows has no signal receiver in anyio
+            await anyio.sleep_forever()
 
     def _request_stop(self) -> None:
         if self._stop is not None:

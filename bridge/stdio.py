@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import stat
 import sys
@@ -23,6 +22,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - Windows reads and writes through worker threads
+    fcntl = None
 
 _CHUNK = 256 * 1024
 
@@ -69,13 +73,16 @@ class _WriteFlow(asyncio.Protocol):
 
 
 def _is_pipe_like(fd: int) -> bool:
+    """Whether asyncio can drive this descriptor without threads (POSIX pipes and sockets)."""
+    if fcntl is None:
+        return False  # Windows' anonymous pipes are not overlapped: asyncio cannot poll them
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _widen_pipe(fd: int) -> None:
     """Ask for a 1 MiB pipe buffer (Linux): a big message then crosses in a few wake-ups, not dozens."""
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
     if setpipe is None:
         return
     try:
@@ -85,6 +92,9 @@ def _widen_pipe(fd: int) -> None:
 
 
 def _dup_private(fd: int) -> int:
+    """A private duplicate of `fd`, above the standard descriptors and not inherited by children."""
+    if fcntl is None:
+        return os.dup(fd)  # pragma: no cover - Windows: dup() handles are not inheritable by default
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 

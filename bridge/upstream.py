@@ -73,13 +73,13 @@ class StreamableHttpUpstream(TaskHost):
     async def aclose(self) -> None:
         """End the remote session (HTTP DELETE), bounded so shutdown stays fast."""
         self.stop_tasks()
-        if not self.session_id:
-            return
+        if self.session_id:
+            await self._end_session(self._headers())
+
+    async def _end_session(self, headers: dict[str, str]) -> None:
         with anyio.move_on_after(1.0):
             try:
-                await self.http.client.request(
-                    "DELETE", self.http.url, headers=self._headers(), timeout=httpx2.Timeout(1.0)
-                )
+                await self.http.client.request("DELETE", self.http.url, headers=headers, timeout=httpx2.Timeout(1.0))
                 logger.debug("remote session ended")
             except httpx2.HTTPError as exc:
                 logger.debug("could not end the remote session: %s", exc)
@@ -180,6 +180,9 @@ class StreamableHttpUpstream(TaskHost):
 
     async def _initialize(self, pending: Pending) -> None:
         """The desktop's `initialize`: open a fresh session and learn the protocol version."""
+        if self.session_id is not None and self._tg is not None:
+            # The desktop started over: end the session it leaves behind (best effort, in the background).
+            self._tg.start_soon(self._end_session, self._headers())
         self._init_params = pending.message.params
         self.session_id = None
         self.protocol_version = None

@@ -161,3 +161,29 @@ async def test_twenty_megabyte_line_within_the_limit_reaches_the_remote_which_re
         answer = await bridge.request(92, "ping")
     assert error["id"] == 91 and error["error"]["data"]["httpStatus"] == 413
     assert answer["result"] == {}
+
+
+async def test_sigterm_ends_the_session_and_exits_cleanly(remote, tmp_path):
+    import signal
+
+    async with raw_bridge(tmp_path, bridge_env(remote)) as bridge:
+        await bridge.initialize()
+        await bridge.request(2, "tools/list")
+        bridge.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(5):
+            code = await bridge.process.wait()
+    assert code == 0
+    assert remote.requests()[-1]["http"] == "DELETE"
+    assert "received SIGTERM" in bridge.stderr
+
+
+async def test_a_second_initialize_opens_a_new_session_and_ends_the_old_one(remote, tmp_path):
+    async with raw_bridge(tmp_path, bridge_env(remote)) as bridge:
+        await bridge.initialize()
+        first = remote.requests("initialize")[0]
+        await bridge.request("again", "initialize", {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "2"}})
+        answer = await bridge.request(3, "tools/list")
+        await wait_for(lambda: any(r["http"] == "DELETE" for r in remote.requests()))
+    assert "result" in answer
+    assert len(remote.requests("initialize")) == 2 and first["status"] == 200
