@@ -91,6 +91,9 @@ class StreamableHttpUpstream(TaskHost):
         if pending is not None:
             assert self._tg is not None
             self._remember_state(message)
+            if pending.method == "initialize":
+                # Hold everything the desktop sends next until the session id is known.
+                self._ready = anyio.Event()
             self._tg.start_soon(self._request, pending)
             return
         await self._send_one_way(message)
@@ -187,6 +190,12 @@ class StreamableHttpUpstream(TaskHost):
         self.session_id = None
         self.protocol_version = None
         self._session_lost = False
+        try:
+            await self._open_session(pending)
+        finally:
+            self._ready.set()
+
+    async def _open_session(self, pending: Pending) -> None:
         async with self.http.open(
             "POST", body=pending.message.raw, headers=self._headers(), rpc_method="initialize"
         ) as response:

@@ -187,3 +187,25 @@ async def test_a_second_initialize_opens_a_new_session_and_ends_the_old_one(remo
         await wait_for(lambda: any(r["http"] == "DELETE" for r in remote.requests()))
     assert "result" in answer
     assert len(remote.requests("initialize")) == 2 and first["status"] == 200
+
+
+def test_files_as_stdin_and_stdout_work_through_the_thread_fallback(remote, tmp_path):
+    """Regular files cannot be polled by asyncio; the bridge reads and writes them through threads."""
+    import os
+    import subprocess
+    import sys
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "file", "version": "1"}}})
+        + "\n" + json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}) + "\n")
+    output = tmp_path / "answers.jsonl"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALLOY_")}, **bridge_env(remote)}
+    with requests.open("rb") as stdin, output.open("wb") as stdout:
+        result = subprocess.run([sys.executable, "-m", "bridge"], stdin=stdin, stdout=stdout,
+                                stderr=subprocess.PIPE, env=env, cwd=tmp_path, timeout=30)
+    answers = [json.loads(line) for line in output.read_text().splitlines()]
+    assert result.returncode == 0
+    assert {a["id"] for a in answers} == {1, 2}
+    assert all("result" in a for a in answers)
