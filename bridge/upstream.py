@@ -58,6 +58,7 @@ class StreamableHttpUpstream(TaskHost):
         self._subscriptions: set[str] = set()
         self._generation = 0
         self._session_lost = False
+        self._lost_because = "the desktop never initialized it"
         self._reinit_lock = anyio.Lock()
         self._ready = anyio.Event()
         self._ready.set()
@@ -160,7 +161,9 @@ class StreamableHttpUpstream(TaskHost):
             await self._wait_ready()
             if self._session_lost:
                 raise BridgeError.of(
-                    BridgeErrorCode.SESSION_LOST, "The remote session ended and could not be re-established."
+                    BridgeErrorCode.SESSION_LOST,
+                    f"The remote session ended and could not be re-established: {self._lost_because}. "
+                    "The next request tries again.",
                 )
             generation = self._generation
             try:
@@ -337,7 +340,8 @@ class StreamableHttpUpstream(TaskHost):
                             len(self._subscriptions), " and the log level" if self._log_level else "")
             except (BridgeError, SessionExpired, ConnectionDropped, RemoteRpcError) as exc:
                 self._session_lost = True
-                logger.error("could not re-open the remote session: %s", reason(exc))
+                self._lost_because = reason(exc)
+                logger.error("could not re-open the remote session: %s", self._lost_because)
             finally:
                 self._generation += 1
                 self._ready.set()

@@ -324,3 +324,19 @@ async def test_notification_post_failures_are_logged_not_fatal(remote, tmp_path)
         answer = await bridge.request(2, "ping")
         await wait_for(lambda: "could not deliver notifications/roots/list_changed" in bridge.stderr)
     assert answer["result"] == {}
+
+
+async def test_session_that_cannot_be_reopened_says_why_and_recovers_later(tmp_path):
+    with running_remote() as server:
+        env = bridge_env(server, ALLOY_CONNECT_TIMEOUT="1")
+        async with open_bridge(tmp_path, env) as (client, _):
+            await client.list_tools()
+            server.expire_sessions()
+            server.add_rule({"status": 500, "body": "down for maintenance"}, rpc="initialize", times=2)
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool("echo", {"text": "x"})
+            later = await client.call_tool("echo", {"text": "back", "tag": "later"})
+        assert server.executions() == {"later": 1}
+    assert caught.value.code == -32061
+    assert "down for maintenance" in caught.value.message
+    assert text_of(later) == "back"
