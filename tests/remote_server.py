@@ -33,6 +33,7 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http import EventStore
 
+MEDIA_B64 = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA="
 FILLER_DESCRIPTION = "A filler tool that exists to make the tool list long. " * 3
 
 
@@ -151,6 +152,8 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         types.Tool(name="log", description="Emit log messages.", input_schema={"type": "object"}),
         types.Tool(name="delete_everything", description="A dangerous action.", input_schema={"type": "object"}),
         types.Tool(name="meta", description="Return the request's _meta.", input_schema={"type": "object"}),
+        types.Tool(name="media", description="Return an image, audio and a resource link.",
+                   input_schema={"type": "object"}),
         types.Tool(name="notify_me", description="Send a tools/list_changed on the standalone stream.",
                    input_schema={"type": "object"}),
     ]
@@ -229,6 +232,14 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
                 await ctx.session.send_log_message(level, f"{level} message", "test-server",
                                                    related_request_id=ctx.request_id)
             return _text("logged")
+        if name == "media":
+            return types.CallToolResult(content=[
+                types.ImageContent(type="image", data=MEDIA_B64, mime_type="image/png",
+                                   annotations=types.Annotations(audience=["user"], priority=0.5)),
+                types.AudioContent(type="audio", data=MEDIA_B64, mime_type="audio/wav"),
+                types.ResourceLink(type="resource_link", uri="memo://note/1", name="note 1",
+                                   mime_type="text/plain"),
+            ])
         if name == "meta":
             return _text(json.dumps(dict(ctx.meta or {}), default=str, sort_keys=True))
         if name == "notify_me":

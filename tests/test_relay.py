@@ -258,6 +258,17 @@ async def test_structured_output_passes_through(remote, tmp_path):
     assert result.structured_content == {"sum": 5}
 
 
+async def test_images_audio_annotations_and_resource_links_pass_through(remote, tmp_path):
+    from tests.remote_server import MEDIA_B64
+
+    async with open_bridge(tmp_path, bridge_env(remote)) as (client, _):
+        result = await client.call_tool("media", {})
+    image, audio, link = result.content
+    assert image.type == "image" and image.data == MEDIA_B64 and image.annotations.priority == 0.5
+    assert audio.type == "audio" and audio.data == MEDIA_B64 and audio.mime_type == "audio/wav"
+    assert link.type == "resource_link" and str(link.uri) == "memo://note/1"
+
+
 async def test_five_megabyte_result(remote, tmp_path):
     async with open_bridge(tmp_path, bridge_env(remote)) as (client, _):
         result = await client.call_tool("big", {"n_kb": 5 * 1024})
