@@ -36,7 +36,7 @@ async def test_429_burst_without_retry_after_longer_than_the_budget(remote, tmp_
         elapsed = time.monotonic() - started
     assert caught.value.code == RATE_LIMITED and caught.value.data["httpStatus"] == 429
     assert "retryAfterSeconds" not in caught.value.data
-    assert elapsed < 3
+    assert elapsed < 4  # the 1.5 s budget, not the 10 retries
     assert "never" not in remote.executions()
     assert len(remote.requests("tools/call")) >= 2
 
@@ -58,7 +58,7 @@ async def test_remote_that_accepts_but_never_answers_times_out_cleanly(tmp_path)
     finally:
         holder.close()
     assert answer["error"]["code"] == REMOTE_TIMEOUT
-    assert elapsed < 3
+    assert elapsed < 4  # the 1 s read timeout, not forever
     assert still_alive["error"]["code"] == -32601
 
 

@@ -226,7 +226,7 @@ async def test_remote_down_at_start_fails_initialize_within_the_connect_timeout(
         elapsed = time.monotonic() - started
         assert answer["error"]["code"] == UNREACHABLE
         assert "connection refused" in answer["error"]["message"]
-        assert elapsed < 1.5 + 1.0
+        assert elapsed < 1.5 + 2.0  # the connect timeout, plus process and scheduling slack
         # The process is still serving: start the remote on that port and initialize again.
         with running_remote("--port", str(port)):
             again = await bridge.request("i2", "initialize", {
@@ -264,7 +264,7 @@ async def test_tool_slower_than_the_read_timeout_fails_clearly_and_the_session_s
         ok = await client.call_tool("echo", {"text": "usable"})
     assert caught.value.code == OUTCOME_UNKNOWN
     assert "did not answer in time" in caught.value.message
-    assert elapsed < 2.5
+    assert elapsed < 2.9  # well before the 3 s tool would have finished
     assert text_of(ok) == "usable"
 
 
