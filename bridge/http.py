@@ -128,7 +128,7 @@ class RemoteHttp:
         while True:
             request = self.client.build_request(
                 http_method, target, content=body, headers=headers,
-                **({"timeout": timeout} if timeout is not None else {}),
+                timeout=timeout if timeout is not None else self.client.timeout,
             )
             try:
                 response = await self.client.send(request, stream=True)

@@ -264,7 +264,8 @@ class LegacySseUpstream(TaskHost):
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             body["params"] = params
-        done, box = anyio.Event(), []
+        done = anyio.Event()
+        box: list[Message] = []
         self._internal[request_id] = (done, box)
         await self._post(classify(body, dumps(body)), internal=True)
         with anyio.move_on_after(self.http.read_timeout):

@@ -56,6 +56,11 @@ _LIST_CHANGED = (("toolsListChanged", "tools"), ("promptsListChanged", "prompts"
                  ("resourcesListChanged", "resources"))
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (remote data is never trusted to have a shape)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _code(answer: Message) -> int | None:
     error = answer.body.get("error")
     code = error.get("code") if isinstance(error, dict) else None
@@ -182,15 +187,14 @@ class ModernUpstream(TaskHost):
     async def answer_initialize(self, pending: Pending) -> None:
         """Answer the desktop's `initialize` from the remote's `server/discover`."""
         params = pending.message.params
-        self._client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
-        self._capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
+        self._client_info = _object(params.get("clientInfo"))
+        self._capabilities = _object(params.get("capabilities"))
         discovered = await self._call("server/discover", {})
-        capabilities = discovered.get("capabilities") if isinstance(discovered.get("capabilities"), dict) else {}
+        capabilities = _object(discovered.get("capabilities"))
         self._server_capabilities = capabilities
         requested = params.get("protocolVersion")
         version = requested if requested in self._handshake_versions else self._latest_handshake
-        meta = discovered.get("_meta") if isinstance(discovered.get("_meta"), dict) else {}
-        server_info = meta.get(self._server_info_key)
+        server_info = _object(discovered.get("_meta")).get(self._server_info_key)
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": {k: v for k, v in capabilities.items() if k in _HANDSHAKE_CAPABILITIES},
@@ -255,9 +259,8 @@ class ModernUpstream(TaskHost):
                 body = {"jsonrpc": "2.0", "id": pending.id, "result": self._for_desktop(result)}
                 await self.sink.deliver(classify(body, dumps(body)))
                 return
-            responses = {}
-            requests = result.get("inputRequests") if isinstance(result.get("inputRequests"), dict) else {}
-            for key, request in requests.items():
+            responses: dict[str, Any] = {}
+            for key, request in _object(result.get("inputRequests")).items():
                 responses[key] = await self._ask_desktop(request)
             params = dict(original)
             if responses:

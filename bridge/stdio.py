@@ -127,9 +127,9 @@ class StdioChannel:
                 await loop.connect_read_pipe(lambda: protocol, os.fdopen(self._in_fd, "rb", buffering=0, closefd=False))
             if _is_pipe_like(self._out_fd):
                 _widen_pipe(self._out_fd)
-                self._out_flow = _WriteFlow()
+                flow = self._out_flow = _WriteFlow()
                 transport, _ = await loop.connect_write_pipe(
-                    lambda: self._out_flow, os.fdopen(self._out_fd, "wb", buffering=0, closefd=False)
+                    lambda: flow, os.fdopen(self._out_fd, "wb", buffering=0, closefd=False)
                 )
                 self._out_transport = transport
             yield self

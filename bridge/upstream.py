@@ -151,8 +151,8 @@ class StreamableHttpUpstream(TaskHost):
             await self.sink.fail(pending, error)
         except Exception:  # a bug must cost one request, never the bridge
             logger.exception("internal error while handling %s", pending.method)
-            error = BridgeError(INTERNAL_ERROR, f"Internal bridge error handling {pending.method}; see its log.")
-            await self.sink.fail(pending, error)
+            bug = BridgeError(INTERNAL_ERROR, f"Internal bridge error handling {pending.method}; see its log.")
+            await self.sink.fail(pending, bug)
 
     async def _forward_request(self, pending: Pending) -> None:
         message = pending.message

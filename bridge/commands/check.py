@@ -55,7 +55,7 @@ class _Collector:
         while pending.id not in self.answers:
             self.arrived = anyio.Event()
             await self.arrived.wait()
-        answer = self.answers.pop(pending.id)
+        answer: Message | BridgeError = self.answers.pop(pending.id)
         if isinstance(answer, BridgeError):
             raise answer
         if "error" in answer.body:
@@ -89,7 +89,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint) -> bool:
                 names: list[str] = []
                 cursor = None
                 for page in range(1, 101):
-                    params = {"cursor": cursor} if cursor else {}
+                    params: dict[str, Any] = {"cursor": cursor} if cursor else {}
                     listed = await collector.ask(upstream, build_request(f"check-list-{page}", "tools/list", params))
                     names += [str(t.get("name")) for t in listed.get("tools", []) if isinstance(t, dict)]
                     cursor = listed.get("nextCursor")
@@ -108,6 +108,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint) -> bool:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await upstream.aclose()
                 tg.cancel_scope.cancel()
+    return False  # not reached: every path above returns
 
 
 def check(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
