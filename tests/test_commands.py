@@ -71,3 +71,14 @@ async def test_allowed_tools_limit_what_the_desktop_sees(remote, tmp_path):
         result = await client.call_tool("echo", {"text": "allowed"})
     assert {t.name for t in page.tools} <= {"echo", "add"}
     assert result.content[0].text == "allowed"
+
+
+@pytest.mark.parametrize("flavour", ["--sse", "--modern-only"])
+def test_check_works_with_legacy_sse_and_2026_only_remotes(flavour):
+    from tests.conftest import running_remote
+
+    with running_remote(flavour) as server:
+        result = run_cli("check", env={"ALLOY_MCP_URL": server.url, "ALLOY_API_KEY": API_KEY,
+                                       "ALLOY_USER_ID": USER_ID})
+    assert result.returncode == 0, result.stderr
+    assert "initialize: test-remote" in result.stderr and "echo" in result.stderr
