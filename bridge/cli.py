@@ -24,6 +24,7 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
     ("api_key", "API key sent as a Bearer token (ALLOY_API_KEY); prefer the env var", "str"),
     ("user_id", "x-alloy-userid (ALLOY_USER_ID)", "str"),
     ("user_token", "x-alloy-user-token JWT (ALLOY_USER_TOKEN); prefer the env var", "str"),
+    ("user_token_file", "file holding the user JWT, re-read when it changes (ALLOY_USER_TOKEN_FILE)", "str"),
     ("credential_id", "x-credential-id (ALLOY_CREDENTIAL_ID)", "str"),
     ("redirect_uri", "x-redirect-uri (ALLOY_REDIRECT_URI)", "str"),
     ("mcp_headers", "extra headers as a JSON object (ALLOY_MCP_HEADERS)", "str"),

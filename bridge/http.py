@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,9 +24,9 @@ import httpx2
 
 from bridge import __version__
 from bridge.errors import BridgeError, BridgeErrorCode
-from bridge.logs import redact
+from bridge.logs import redact, update_secrets
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
-from bridge.settings import BridgeSettings, Endpoint
+from bridge.settings import BridgeSettings, Endpoint, read_token_file, secret_forms
 from bridge.sse import EventTooLarge
 
 logger = logging.getLogger("bridge.http")
@@ -63,6 +65,47 @@ class ConnectionDropped(Exception):
         self.error = error
 
 
+class FileUserToken(httpx2.Auth):
+    """`x-alloy-user-token` read from a file: re-read when the file changes, and once after a 401.
+
+    A user JWT expires; whoever refreshes it only has to rewrite the file. Retrying
+    after a 401 is safe: the remote refused the request without running it.
+    """
+
+    header = "x-alloy-user-token"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._token = ""
+        self._stamp: tuple[int, int] | None = None
+
+    def current(self, *, force: bool = False) -> str:
+        try:
+            info = os.stat(self.path)
+            stamp = (info.st_mtime_ns, info.st_size)
+            if force or stamp != self._stamp:
+                token = read_token_file(self.path)
+                self._stamp = stamp
+                if token and token != self._token and not any(ch.isspace() or ord(ch) < 32 for ch in token):
+                    update_secrets(secret_forms([token]))
+                    if self._token:
+                        logger.info("user token file changed; using the new token")
+                    self._token = token
+        except OSError as exc:
+            logger.warning("cannot read ALLOY_USER_TOKEN_FILE (%s); keeping the last token", type(exc).__name__)
+        return self._token
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        sent = self.current()
+        request.headers[self.header] = sent
+        response = yield request
+        if response.status_code == 401:
+            fresh = self.current(force=True)
+            if fresh != sent:
+                request.headers[self.header] = fresh
+                yield request
+
+
 def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncClient:
     """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling."""
     timeout = httpx2.Timeout(
@@ -79,6 +122,7 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncCl
         follow_redirects=False,
         limits=httpx2.Limits(max_connections=128, max_keepalive_connections=32, keepalive_expiry=30.0),
         trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
+        auth=FileUserToken(settings.user_token_file) if settings.user_token_file is not None else None,
     )
 
 

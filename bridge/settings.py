@@ -71,6 +71,7 @@ class BridgeSettings(BaseSettings):
     api_key: SecretStr | None = None
     user_id: str | None = None
     user_token: SecretStr | None = None
+    user_token_file: Path | None = None
     credential_id: str | None = None
     redirect_uri: str | None = None
     mcp_headers: SecretStr | None = None
@@ -98,6 +99,7 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("api_key", "-", "Sent as `Authorization: Bearer <key>`."),
     ("user_id", "-", "Sent as `x-alloy-userid`."),
     ("user_token", "-", "Sent as `x-alloy-user-token` (a JWT isolating one end user)."),
+    ("user_token_file", "-", "A file holding the user JWT instead; re-read whenever it changes (and after a 401), so a token can be rotated without restarting the client."),
     ("credential_id", "-", "Sent as `x-credential-id` (forces one stored credential)."),
     ("redirect_uri", "-", "Sent as `x-redirect-uri` (where an OAuth flow returns)."),
     ("mcp_headers", "-", "Extra headers for any remote, as a JSON object, e.g. `{\"X-Team\": \"a\"}`. Values are treated as secrets."),
@@ -124,6 +126,11 @@ _RESERVED_HEADERS = frozenset(
      "transfer-encoding", "connection"}
 )
 _SECRET_FIELDS = ("api_key", "user_token", "access_token")
+
+
+def read_token_file(path: Path) -> str:
+    """A secret kept in a file: its content without the surrounding whitespace (a trailing newline is normal)."""
+    return path.read_text(encoding="utf-8").strip()
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, env_file: str | None = ".env") -> BridgeSettings:
@@ -177,6 +184,16 @@ def _reject_empty(settings: BridgeSettings) -> None:
         raise ConfigError("max_message_bytes", "must be at least 10485760 (10 MiB, the largest body Alloy sends)")
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise ConfigError("ca_bundle", "is not a readable file")
+    if settings.user_token_file is not None:
+        if settings.user_token is not None:
+            raise ConfigError("user_token_file", "conflicts with ALLOY_USER_TOKEN; set only one of them")
+        try:
+            token = read_token_file(settings.user_token_file)
+        except OSError:
+            raise ConfigError("user_token_file", "is not a readable file") from None
+        if not token:
+            raise ConfigError("user_token_file", "is empty")
+        _check_header_safe("user_token_file", token, secret=True, label="the token in the file")
 
 
 @dataclass(frozen=True)
@@ -209,6 +226,8 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
         if value is not None:
             _check_header_safe(name, value.get_secret_value(), secret=True)
             secrets.append(value.get_secret_value())
+    if settings.user_token_file is not None:
+        secrets.append(read_token_file(settings.user_token_file))
 
     url, url_token = _endpoint_url(settings)
     if url_token:
@@ -229,7 +248,7 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
             secrets.append(value)
 
     warnings: list[str] = []
-    if settings.api_key is not None and not (settings.user_id or settings.user_token):
+    if settings.api_key is not None and not (settings.user_id or settings.user_token or settings.user_token_file):
         warnings.append(
             "ALLOY_API_KEY is set without ALLOY_USER_ID or ALLOY_USER_TOKEN; Alloy expects one of them "
             "to know which end user's connections to use."
@@ -242,7 +261,7 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
         )
 
     display = _display_url(parts, url_token)
-    return Endpoint(url=url, headers=headers, secrets=_expand_secrets(secrets), display_url=display,
+    return Endpoint(url=url, headers=headers, secrets=secret_forms(secrets), display_url=display,
                     warnings=tuple(warnings))
 
 
@@ -397,7 +416,7 @@ def _display_url(parts, token: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def _expand_secrets(secrets: list[str]) -> tuple[str, ...]:
+def secret_forms(secrets: list[str]) -> tuple[str, ...]:
     """Each secret plus its URL-encoded and JSON-escaped forms, longest first (redaction order)."""
     forms: set[str] = set()
     for secret in secrets:

@@ -32,7 +32,8 @@ API_KEY = "ak_live_TESTSECRET_5f3c9a1d"
 ACCESS_TOKEN = "tok_TESTSECRET_91b2c4e7"
 USER_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnX1RFU1RTRUNSRVRfand0"
 USER_ID = "user-42"
-SECRETS = (API_KEY, ACCESS_TOKEN, USER_TOKEN)
+ROTATED_TOKENS = ("eyJ.ROTATEDSECRET_A.sig1", "eyJ.ROTATEDSECRET_B.sig2")
+SECRETS = (API_KEY, ACCESS_TOKEN, USER_TOKEN, *ROTATED_TOKENS)
 
 
 @pytest.fixture
@@ -126,6 +127,10 @@ class RemoteServer:
 
     def notify(self, kind: str, **extra: Any) -> None:
         self._control("notify", {"kind": kind, **extra})
+
+    def accept_user_tokens(self, *tokens: str) -> None:
+        """From now on, only these user JWTs are valid (the others are "revoked")."""
+        self._control("user_tokens", {"accept": list(tokens)})
 
     def set_latency(self, seconds: float) -> None:
         self._control("latency", {"seconds": seconds})

@@ -72,6 +72,7 @@ class State:
     latency: float = 0.0
     exec_log: str | None = None
     modern_only: bool = False
+    user_tokens: set[str] | None = None  # None: any user token is accepted
     bus: Any = None
 
     def __post_init__(self) -> None:
@@ -407,6 +408,9 @@ class Gate:
                 return 401, "Invalid API key"
             if not (headers.get("x-alloy-userid") or headers.get("x-alloy-user-token")):
                 return 401, "Missing x-alloy-userid"
+            token = headers.get("x-alloy-user-token")
+            if token is not None and self.state.user_tokens is not None and token not in self.state.user_tokens:
+                return 401, "Invalid or expired user token"
         if tool is not None and tool in self.args.forbid:
             return 403, "Action not allowed"
         return None
@@ -505,6 +509,8 @@ class Gate:
         elif command == "clear":
             state.rules.clear()
             state.latency = 0.0
+        elif command == "user_tokens":
+            state.user_tokens = set(data["accept"])
         elif command == "latency":
             state.latency = float(data["seconds"])
         elif command == "expire":

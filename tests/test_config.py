@@ -75,6 +75,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], str]] = [
      "ALLOY_ALLOW_HTTP"),
     ("message limit too small", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_MAX_MESSAGE_BYTES": "1000"},
      "ALLOY_MAX_MESSAGE_BYTES"),
+    ("token file and token", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_USER_TOKEN": SECRET_TOKEN,
+                              "ALLOY_USER_TOKEN_FILE": "/etc/hostname"}, "ALLOY_USER_TOKEN_FILE"),
+    ("missing token file", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_USER_TOKEN_FILE": "/no/such/jwt"},
+     "ALLOY_USER_TOKEN_FILE"),
+    ("empty token file", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_USER_TOKEN_FILE": "/dev/null"},
+     "ALLOY_USER_TOKEN_FILE"),
     ("log file not writable", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_LOG_FILE": "/proc/no/such.log"},
      "ALLOY_LOG_FILE"),
 ]

@@ -1,0 +1,67 @@
+"""ALLOY_USER_TOKEN_FILE: the user JWT comes from a file and can be rotated while the desktop stays connected."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from tests.conftest import ROTATED_TOKENS, bridge_env, open_bridge, running_remote
+from tests.test_relay import text_of
+from tests.test_resilience import AUTH_REJECTED
+
+pytestmark = pytest.mark.anyio
+TOKEN_A, TOKEN_B = ROTATED_TOKENS
+
+
+def tokens_seen(server) -> list[str]:
+    return [r["headers"].get("x-alloy-user-token") for r in server.requests() if r["http"] == "POST"]
+
+
+async def test_a_rewritten_token_file_is_used_from_the_next_request(tmp_path):
+    token_file = tmp_path / "user.jwt"
+    token_file.write_text(TOKEN_A + "\n")
+    with running_remote() as server:
+        env = bridge_env(server, ALLOY_USER_ID=None, ALLOY_USER_TOKEN_FILE=str(token_file), ALLOY_LOG_LEVEL="debug")
+        async with open_bridge(tmp_path, env) as (client, run):
+            await client.call_tool("echo", {"text": "first"})
+            token_file.write_text(TOKEN_B + "\n")
+            server.accept_user_tokens(TOKEN_B)  # the old token is revoked at the same moment
+            second = await client.call_tool("echo", {"text": "second"})
+        seen = tokens_seen(server)
+    assert text_of(second) == "second"
+    assert seen[0] == TOKEN_A and seen[-1] == TOKEN_B
+    assert "using the new token" in run.stderr
+
+
+async def test_a_401_rereads_the_token_file_and_retries_once(tmp_path):
+    token_file = tmp_path / "user.jwt"
+    token_file.write_text(TOKEN_A)
+    with running_remote() as server:
+        env = bridge_env(server, ALLOY_USER_ID=None, ALLOY_USER_TOKEN_FILE=str(token_file))
+        async with open_bridge(tmp_path, env) as (client, _):
+            await client.call_tool("echo", {"text": "first"})
+            # Rewrite the file without changing its size or modification time: only the 401 reveals it.
+            stamp = os.stat(token_file)
+            token_file.write_text(TOKEN_B)
+            os.utime(token_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+            server.accept_user_tokens(TOKEN_B)
+            result = await client.call_tool("echo", {"text": "after 401", "tag": "t"})
+        seen = tokens_seen(server)
+        executions = server.executions()
+    assert text_of(result) == "after 401" and executions["t"] == 1
+    assert seen[-2:] == [TOKEN_A, TOKEN_B]
+
+
+async def test_a_revoked_token_without_a_new_one_is_a_clear_401(tmp_path):
+    token_file = tmp_path / "user.jwt"
+    token_file.write_text(TOKEN_A)
+    with running_remote() as server:
+        env = bridge_env(server, ALLOY_USER_ID=None, ALLOY_USER_TOKEN_FILE=str(token_file))
+        async with open_bridge(tmp_path, env) as (client, _):
+            await client.list_tools()
+            server.accept_user_tokens(TOKEN_B)
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool("echo", {"text": "x"})
+    assert caught.value.code == AUTH_REJECTED
