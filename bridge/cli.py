@@ -34,6 +34,7 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
     ("max_retries", "retries of requests the remote did not run (ALLOY_MAX_RETRIES)", "str"),
     ("retry_budget", "most seconds spent waiting to retry one request (ALLOY_RETRY_BUDGET)", "str"),
     ("max_message_bytes", "largest message accepted (ALLOY_MAX_MESSAGE_BYTES)", "str"),
+    ("rate_limit", "pace requests, e.g. 100/min (ALLOY_RATE_LIMIT)", "str"),
     ("allowed_tools", "comma-separated tool globs to allow (ALLOY_ALLOWED_TOOLS)", "str"),
     ("blocked_tools", "comma-separated tool globs to block (ALLOY_BLOCKED_TOOLS)", "str"),
     ("ca_bundle", "PEM file of CA certificates to trust (ALLOY_CA_BUNDLE)", "str"),

@@ -25,8 +25,9 @@ import httpx2
 from bridge import __version__
 from bridge.errors import BridgeError, BridgeErrorCode
 from bridge.logs import redact, update_secrets
+from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
-from bridge.settings import BridgeSettings, Endpoint, read_token_file, secret_forms
+from bridge.settings import BridgeSettings, Endpoint, parse_rate_limit, read_token_file, secret_forms
 from bridge.sse import EventTooLarge
 
 logger = logging.getLogger("bridge.http")
@@ -147,6 +148,8 @@ class RemoteHttp:
         self.policy = RetryPolicy(settings.max_retries, settings.retry_budget, settings.connect_timeout)
         self.max_message_bytes = settings.max_message_bytes
         self.read_timeout = settings.read_timeout
+        limit = parse_rate_limit(settings.rate_limit) if settings.rate_limit else None
+        self.pacer = Pacer(*limit) if limit else None
 
     @contextlib.asynccontextmanager
     async def open(
@@ -174,6 +177,8 @@ class RemoteHttp:
                 http_method, target, content=body, headers=headers,
                 timeout=timeout if timeout is not None else self.client.timeout,
             )
+            if self.pacer is not None:
+                await self.pacer.wait_turn()
             try:
                 response = await self.client.send(request, stream=True)
             except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:

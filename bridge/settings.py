@@ -82,6 +82,7 @@ class BridgeSettings(BaseSettings):
     max_retries: int = 4
     retry_budget: float = 30.0
     max_message_bytes: int = 64 * 1024 * 1024
+    rate_limit: str | None = None
     allowed_tools: str | None = None
     blocked_tools: str | None = None
     ca_bundle: Path | None = None
@@ -109,6 +110,7 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("max_retries", "4", "Retries of a request the remote rejected without running it (429, 503, connection refused)."),
     ("retry_budget", "30", "Most seconds spent waiting between retries of one request, `Retry-After` included."),
     ("max_message_bytes", "67108864", "Largest single message accepted from either side (64 MiB)."),
+    ("rate_limit", "off", "Pace requests to the remote to at most N per period, e.g. `100/min` (Alloy's default limit) or `5/2s`, instead of waiting for 429s."),
     ("allowed_tools", "-", "Comma-separated tool names or globs the desktop may see and call; others are hidden and refused."),
     ("blocked_tools", "-", "Comma-separated tool names or globs hidden from `tools/list` and refused on `tools/call`."),
     ("ca_bundle", "system store", "PEM file of CA certificates to trust for an HTTPS remote (e.g. a self-signed or corporate CA)."),
@@ -126,6 +128,22 @@ _RESERVED_HEADERS = frozenset(
      "transfer-encoding", "connection"}
 )
 _SECRET_FIELDS = ("api_key", "user_token", "access_token")
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*(s|sec|second|m|min|minute|h|hour)?\s*$")
+_PERIOD_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate_limit(text: str) -> tuple[int, float] | None:
+    """`100/min` -> (100, 60.0); None when malformed or not positive."""
+    match = _RATE.match(text)
+    if match is None:
+        return None
+    count, amount, unit = int(match[1]), match[2], match[3] or "s"
+    if not amount and not match[3]:
+        return None
+    seconds = (float(amount) if amount else 1.0) * _PERIOD_SECONDS[unit]
+    return (count, seconds) if count > 0 and seconds > 0 else None
 
 
 def read_token_file(path: Path) -> str:
@@ -184,6 +202,8 @@ def _reject_empty(settings: BridgeSettings) -> None:
         raise ConfigError("max_message_bytes", "must be at least 10485760 (10 MiB, the largest body Alloy sends)")
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise ConfigError("ca_bundle", "is not a readable file")
+    if settings.rate_limit is not None and parse_rate_limit(settings.rate_limit) is None:
+        raise ConfigError("rate_limit", "must look like 100/min, 600/hour or 5/2s (requests per period)")
     if settings.user_token_file is not None:
         if settings.user_token is not None:
             raise ConfigError("user_token_file", "conflicts with ALLOY_USER_TOKEN; set only one of them")

@@ -81,6 +81,8 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], str]] = [
      "ALLOY_USER_TOKEN_FILE"),
     ("empty token file", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_USER_TOKEN_FILE": "/dev/null"},
      "ALLOY_USER_TOKEN_FILE"),
+    ("rate limit malformed", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_RATE_LIMIT": "fast"},
+     "ALLOY_RATE_LIMIT"),
     ("log file not writable", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_LOG_FILE": "/proc/no/such.log"},
      "ALLOY_LOG_FILE"),
 ]
@@ -191,6 +193,15 @@ def test_cli_flags_become_overrides():
     assert command == "run"
     assert overrides == {"mcp_url": "https://a.example/mcp", "allow_http": True, "read_timeout": "9"}
     assert env_file == ".env"
+
+
+def test_rate_limit_forms():
+    from bridge.settings import parse_rate_limit
+
+    assert parse_rate_limit("100/min") == (100, 60.0)
+    assert parse_rate_limit("5/2s") == (5, 2.0)
+    assert parse_rate_limit("600/hour") == (600, 3600.0)
+    assert parse_rate_limit("0/min") is None and parse_rate_limit("5/") is None
 
 
 def test_version_flag():

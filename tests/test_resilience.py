@@ -340,3 +340,16 @@ async def test_session_that_cannot_be_reopened_says_why_and_recovers_later(tmp_p
     assert caught.value.code == -32061
     assert "down for maintenance" in caught.value.message
     assert text_of(later) == "back"
+
+
+async def test_rate_limit_paces_requests_instead_of_hitting_429(remote, tmp_path):
+    env = bridge_env(remote, ALLOY_RATE_LIMIT="4/1s")
+    async with open_bridge(tmp_path, env) as (client, _):
+        await client.list_tools()
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(client.call_tool, "echo", {"text": str(i), "tag": f"p{i}"})
+        elapsed = time.monotonic() - started
+    assert len(remote.requests("tools/call")) == 8 and len(remote.executions()) == 8
+    assert elapsed >= 1.0  # 8 calls (plus the requests before them) cannot fit in one 1-second window of 4
