@@ -41,6 +41,7 @@ logger = logging.getLogger("bridge.upstream")
 
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 _LISTEN_BACKOFF_MAX = 30.0
+_SESSION_RESENDS = 3  # a request resent after this many session expiries fails instead
 
 
 class StreamableHttpUpstream(TaskHost):
@@ -173,6 +174,11 @@ class StreamableHttpUpstream(TaskHost):
                     await self.reader.read_answer(response, pending, self._headers)
                 return
             except SessionExpired:
+                if pending.resent >= _SESSION_RESENDS:
+                    raise BridgeError.of(
+                        BridgeErrorCode.SESSION_LOST,
+                        f"The remote keeps refusing the session for {message.method}, even a new one.",
+                    ) from None
                 logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method)
                 await self._reinitialize(generation)
                 pending.resent += 1
@@ -257,6 +263,7 @@ class StreamableHttpUpstream(TaskHost):
     async def _listen(self) -> None:
         """Keep the server-to-client stream open for the life of the session."""
         delay = 1.0
+        expiries = 0
         last_event_id: str | None = None
         generation = self._generation
         try:
@@ -280,7 +287,7 @@ class StreamableHttpUpstream(TaskHost):
                                             response.status_code)
                                 return
                             logger.debug("server-to-client stream open")
-                            delay = 1.0
+                            delay, expiries = 1.0, 0
                             outcome = await self.reader.follow_events(response, None)
                             last_event_id = outcome.last_event_id or last_event_id
                             if outcome.error is not None and not isinstance(outcome.error, httpx2.ReadTimeout):
@@ -290,7 +297,9 @@ class StreamableHttpUpstream(TaskHost):
                         continue
                 except SessionExpired:
                     await self._reinitialize(generation)
-                    continue
+                    expiries += 1
+                    if expiries < 2:
+                        continue  # once is an ordinary expiry; again and again means back off
                 except BridgeError as error:
                     if error.data.get("httpStatus") == 405:
                         logger.info("the remote offers no server-to-client stream (GET not allowed)")

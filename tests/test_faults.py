@@ -225,3 +225,16 @@ def test_fault_codes_are_the_documented_ones():
     for code in BridgeErrorCode:
         assert f"| {int(code)} |" in readme, code
     assert json.dumps(int(BridgeErrorCode.OUTCOME_UNKNOWN)) == str(OUTCOME_UNKNOWN)
+
+
+async def test_a_remote_that_refuses_every_session_fails_the_request_instead_of_looping(remote, tmp_path):
+    async with open_bridge(tmp_path, bridge_env(remote)) as (client, _):
+        await client.list_tools()
+        remote.add_rule({"expire": True}, rpc="tools/call", times=-1)
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("echo", {"text": "x", "tag": "never"})
+        remote.clear()
+        after = await client.call_tool("echo", {"text": "fine"})
+    assert caught.value.code == -32061 and "even a new one" in caught.value.message
+    assert "never" not in remote.executions()
+    assert text_of(after) == "fine"
