@@ -188,10 +188,16 @@ class LegacySseUpstream(TaskHost):
     async def _post(self, message: Message, *, internal: bool = False, retried: bool = False) -> None:
         """POST one message to the session's endpoint; desktop messages wait out a recovery in progress."""
         if not internal:
-            if self._recovering:
-                await self._recovered.wait()
-            elif self._lost.is_set() and self._initialized:
-                await self._recover()
+            with anyio.move_on_after(self.http.read_timeout) as waiting:
+                if self._recovering:
+                    await self._recovered.wait()
+                elif self._lost.is_set() and self._initialized:
+                    await self._recover()
+            if waiting.cancelled_caught:
+                raise BridgeError.of(
+                    BridgeErrorCode.SESSION_LOST,
+                    "The remote's event stream dropped and could not be re-opened in time; the bridge keeps trying.",
+                )
         await self._ensure_stream()
         assert self.post_url is not None
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}

@@ -98,3 +98,17 @@ async def test_dropped_get_stream_resumes_with_last_event_id_and_loses_nothing(t
         resumed = [r for r in server.requests() if r["http"] == "GET" and r["headers"].get("last-event-id")]
     assert len(seen) == 2
     assert resumed
+
+
+async def test_legacy_sse_remote_gone_for_good_fails_requests_instead_of_hanging(tmp_path):
+    from mcp.shared.exceptions import MCPError
+
+    with running_remote("--sse") as server:
+        env = bridge_env(server, ALLOY_TRANSPORT="sse", ALLOY_READ_TIMEOUT="2", ALLOY_CONNECT_TIMEOUT="1")
+        async with open_bridge(tmp_path, env) as (client, _):
+            await client.list_tools()
+            server.stop()
+            await anyio.sleep(0.3)
+            with anyio.fail_after(10), pytest.raises(MCPError) as caught:
+                await client.call_tool("echo", {"text": "x"})
+    assert caught.value.code in (-32061, -32050)
