@@ -142,6 +142,16 @@ class RemoteServer:
         return self.state()["executions"]
 
 
+async def notify_until(server: RemoteServer, arrived: anyio.Event, kind: str, timeout: float = 10.0,
+                       **extra: Any) -> None:
+    """Ask the server to notify until the desktop saw it (a stream being re-opened may miss the first one)."""
+    with anyio.fail_after(timeout):
+        while not arrived.is_set():
+            server.notify(kind, **extra)
+            with anyio.move_on_after(0.25):
+                await arrived.wait()
+
+
 @contextlib.contextmanager
 def running_remote(*args: str, scheme: str = "http") -> Iterator[RemoteServer]:
     server = RemoteServer(list(args), scheme=scheme).start()

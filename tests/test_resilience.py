@@ -302,7 +302,7 @@ async def test_remote_briefly_down_during_a_call_is_retried_on_connect(tmp_path)
             server.stop()
 
             async def restart_later() -> None:
-                await anyio.sleep(1.0)
+                await anyio.sleep(1.0)  # the fault itself: the remote is down for a second
                 await anyio.to_thread.run_sync(server.start)
 
             async with anyio.create_task_group() as tg:

@@ -69,7 +69,6 @@ async def test_legacy_sse_stream_drop_reconnects_and_reinitializes(tmp_path):
         async with open_bridge(tmp_path, bridge_env(server, ALLOY_TRANSPORT="sse")) as (client, _):
             await client.list_tools()
             server.restart()
-            await anyio.sleep(0.2)
             result = await client.call_tool("echo", {"text": "again", "tag": "r"})
         assert server.executions() == {"r": 1}
     assert text_of(result) == "again"
@@ -108,7 +107,6 @@ async def test_legacy_sse_remote_gone_for_good_fails_requests_instead_of_hanging
         async with open_bridge(tmp_path, env) as (client, _):
             await client.list_tools()
             server.stop()
-            await anyio.sleep(0.3)
             with anyio.fail_after(10), pytest.raises(MCPError) as caught:
                 await client.call_tool("echo", {"text": "x"})
     assert caught.value.code in (-32061, -32050)
