@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
@@ -24,16 +25,24 @@ import httpx2
 
 from bridge import __version__
 from bridge.errors import BridgeError, BridgeErrorCode
-from bridge.logs import redact, update_secrets
+from bridge.logs import SecretList
 from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
-from bridge.settings import BridgeSettings, Endpoint, parse_rate_limit, read_token_file, secret_forms
+from bridge.settings import (
+    BridgeSettings,
+    Endpoint,
+    header_value_problem,
+    parse_rate_limit,
+    read_token_file,
+    secret_forms,
+)
 from bridge.sse import EventTooLarge
 
 logger = logging.getLogger("bridge.http")
 
-# A 404 on a request that carried an Mcp-Session-Id means the remote forgot the session.
 SESSION_HEADER = "mcp-session-id"
+# A stream the remote may leave quiet for a long time (the GET stream, a subscription) gets this read timeout.
+_QUIET_STREAM_READ = 300.0
 
 
 class SessionExpired(Exception):
@@ -75,8 +84,9 @@ class FileUserToken(httpx2.Auth):
 
     header = "x-alloy-user-token"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, secrets: SecretList) -> None:
         self.path = path
+        self.secrets = secrets
         self._token = ""
         self._stamp: tuple[int, int] | None = None
 
@@ -87,11 +97,15 @@ class FileUserToken(httpx2.Auth):
             if force or stamp != self._stamp:
                 token = read_token_file(self.path)
                 self._stamp = stamp
-                if token and token != self._token and not any(ch.isspace() or ord(ch) < 32 for ch in token):
-                    update_secrets(secret_forms([token]))
-                    if self._token:
-                        logger.info("user token file changed; using the new token")
-                    self._token = token
+                if token and token != self._token:
+                    self.secrets.add(secret_forms([token]))  # hidden before anything can print it
+                    problem = header_value_problem(token, secret=True)
+                    if problem is not None:
+                        logger.warning("ignoring the new ALLOY_USER_TOKEN_FILE content: the token %s", problem)
+                    else:
+                        if self._token:
+                            logger.info("user token file changed; using the new token")
+                        self._token = token
         except OSError as exc:
             logger.warning("cannot read ALLOY_USER_TOKEN_FILE (%s); keeping the last token", type(exc).__name__)
         return self._token
@@ -107,7 +121,7 @@ class FileUserToken(httpx2.Auth):
                 yield request
 
 
-def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncClient:
+def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> httpx2.AsyncClient:
     """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling."""
     timeout = httpx2.Timeout(
         connect=settings.connect_timeout,
@@ -123,8 +137,15 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint) -> httpx2.AsyncCl
         follow_redirects=False,
         limits=httpx2.Limits(max_connections=128, max_keepalive_connections=32, keepalive_expiry=30.0),
         trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
-        auth=FileUserToken(settings.user_token_file) if settings.user_token_file is not None else None,
+        auth=FileUserToken(settings.user_token_file, secrets) if settings.user_token_file is not None else None,
     )
+
+
+@contextlib.asynccontextmanager
+async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> AsyncIterator[RemoteHttp]:
+    """The client and the sender on top of it, for as long as the bridge talks to the remote."""
+    async with build_client(settings, endpoint, secrets) as client:
+        yield RemoteHttp(client, settings, endpoint, secrets)
 
 
 def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext | bool:
@@ -140,8 +161,11 @@ def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext
 class RemoteHttp:
     """Sends requests to the endpoint with the retry policy and error mapping applied."""
 
-    def __init__(self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint) -> None:
+    def __init__(
+        self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList
+    ) -> None:
         self.client = client
+        self.secrets = secrets
         self.url = endpoint.url
         self._parsed_url = httpx2.URL(endpoint.url)  # parsed once, not per request
         self.endpoint = endpoint
@@ -150,6 +174,10 @@ class RemoteHttp:
         self.read_timeout = settings.read_timeout
         limit = parse_rate_limit(settings.rate_limit) if settings.rate_limit else None
         self.pacer = Pacer(*limit) if limit else None
+        # For streams the remote may leave quiet for minutes: the GET stream, subscriptions, legacy SSE.
+        self.quiet_stream_timeout = httpx2.Timeout(
+            settings.connect_timeout, read=max(_QUIET_STREAM_READ, settings.read_timeout)
+        )
 
     @contextlib.asynccontextmanager
     async def open(
@@ -216,13 +244,13 @@ class RemoteHttp:
                 await anyio.sleep(delay)
                 continue
             if rpc_error is not None and status in _PASS_THROUGH_STATUSES:
-                raise RemoteRpcError(rpc_error, status)
+                raise RemoteRpcError({**rpc_error, "message": self._clean(rpc_error["message"])}, status)
             raise self.status_error(status, _error_detail(raw), retry_after, rpc_method)
 
     # --- error mapping -------------------------------------------------------------------
 
     def _clean(self, text: str) -> str:
-        return redact(text, self.endpoint.secrets)
+        return self.secrets.redact(text)
 
     def _unreachable(self, exc: Exception) -> BridgeError:
         return BridgeError.of(
@@ -244,11 +272,11 @@ class RemoteHttp:
         if not is_idempotent(rpc_method):
             return BridgeError.of(
                 BridgeErrorCode.OUTCOME_UNKNOWN,
-                f"The remote {what} after receiving {rpc_method}; it may or may not have run, "
-                "so it was not retried. Check its effect before trying again.",
+                self._clean(f"The remote {what} after receiving {rpc_method}; it may or may not have run, "
+                            "so it was not retried. Check its effect before trying again."),
             )
         code = BridgeErrorCode.REMOTE_TIMEOUT if timed_out else BridgeErrorCode.REMOTE_ERROR
-        return BridgeError.of(code, f"The remote {what} while handling {rpc_method or 'the request'}.")
+        return BridgeError.of(code, self._clean(f"The remote {what} while handling {rpc_method or 'the request'}."))
 
     def lost(self, exc: Exception, rpc_method: str | None) -> BridgeError:
         """The error for a response stream that failed after the remote accepted the request."""
@@ -304,11 +332,8 @@ class RemoteHttp:
 
 
 def _is_tls_failure(exc: Exception) -> bool:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLError):
-            return True
-        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(cause, ssl.SSLError) for cause in _root_causes(exc)):
+        return True
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
@@ -330,8 +355,6 @@ def _root_causes(exc: BaseException) -> list[BaseException]:
 
 def _describe(exc: BaseException) -> str:
     """A short human description of a network failure."""
-    import socket
-
     for cause in _root_causes(exc):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"

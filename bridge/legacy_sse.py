@@ -27,8 +27,9 @@ from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
 from bridge.http import ConnectionDropped, RemoteHttp, RemoteRpcError, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import Message, classify, dumps
-from bridge.responses import parse_remote, rpc_error_answer
+from bridge.responses import media_type, parse_remote, reason, rpc_error_answer
 from bridge.retry import is_idempotent
+from bridge.session import SessionState
 from bridge.sse import EventTooLarge, iter_events
 
 logger = logging.getLogger("bridge.sse")
@@ -47,10 +48,7 @@ class LegacySseUpstream(TaskHost):
         self._lost = anyio.Event()
         self._waiting: dict[Any, Pending] = {}
         self._internal: dict[str, tuple[anyio.Event, list[Message]]] = {}
-        self._init_params: dict[str, Any] | None = None
-        self._initialized = False
-        self._log_level: str | None = None
-        self._subscriptions: set[str] = set()
+        self.state = SessionState()
         self._bridge_ids = itertools.count(1)
         self._lock = anyio.Lock()
         self._recovering = False
@@ -90,11 +88,10 @@ class LegacySseUpstream(TaskHost):
                 )
 
     async def _read_stream(self, failure: list[BridgeError]) -> None:
-        timeout = httpx2.Timeout(self.http.client.timeout.connect, read=max(300.0, self.http.read_timeout))
         headers = {"accept": "text/event-stream"}
         try:
-            async with self.http.open("GET", headers=headers, timeout=timeout) as response:
-                content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            async with self.http.open("GET", headers=headers, timeout=self.http.quiet_stream_timeout) as response:
+                content_type = media_type(response)
                 if content_type != "text/event-stream":
                     failure.append(BridgeError.of(
                         BridgeErrorCode.BAD_RESPONSE,
@@ -147,16 +144,7 @@ class LegacySseUpstream(TaskHost):
     # --- sending ---------------------------------------------------------------------------
 
     async def send(self, message: Message, pending: Pending | None) -> None:
-        if message.method == "initialize" and pending is not None:
-            self._init_params = message.params
-        elif message.method == "notifications/initialized":
-            self._initialized = True
-        elif message.method == "logging/setLevel" and isinstance(message.params.get("level"), str):
-            self._log_level = message.params["level"]
-        elif message.method == "resources/subscribe" and isinstance(message.params.get("uri"), str):
-            self._subscriptions.add(message.params["uri"])
-        elif message.method == "resources/unsubscribe" and isinstance(message.params.get("uri"), str):
-            self._subscriptions.discard(message.params["uri"])
+        self.state.remember(message)
         if pending is not None:
             assert self._tg is not None
             self._tg.start_soon(self._request, pending)
@@ -164,8 +152,7 @@ class LegacySseUpstream(TaskHost):
         try:
             await self._post(message)
         except (BridgeError, ConnectionDropped, RemoteRpcError) as error:
-            text = error.error.message if isinstance(error, ConnectionDropped) else str(error)
-            logger.warning("could not deliver %s to the remote: %s", message.method or "an answer", text)
+            logger.warning("could not deliver %s to the remote: %s", message.method or "an answer", reason(error))
 
     async def _request(self, pending: Pending) -> None:
         try:
@@ -191,7 +178,7 @@ class LegacySseUpstream(TaskHost):
             with anyio.move_on_after(self.http.read_timeout) as waiting:
                 if self._recovering:
                     await self._recovered.wait()
-                elif self._lost.is_set() and self._initialized:
+                elif self._lost.is_set() and self.state.initialized:
                     await self._recover()
             if waiting.cancelled_caught:
                 raise BridgeError.of(
@@ -235,19 +222,12 @@ class LegacySseUpstream(TaskHost):
         while not self._closed:
             try:
                 await self._ensure_stream()
-                if self._init_params is not None and self._initialized:
-                    await self._call_internal("initialize", self._init_params)
-                    if self._initialized:
-                        await self._post(classify({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-                                         internal=True)
-                    if self._log_level is not None:
-                        await self._call_internal("logging/setLevel", {"level": self._log_level})
-                    for uri in sorted(self._subscriptions):
-                        await self._call_internal("resources/subscribe", {"uri": uri})
+                if self.state.init_params is not None and self.state.initialized:
+                    await self._call_internal("initialize", self.state.init_params)
+                    await self.state.restore(self._call_internal, self._notify_internal)
                 break
             except (BridgeError, ConnectionDropped, RemoteRpcError) as error:
-                text = error.error.message if isinstance(error, ConnectionDropped) else str(error)
-                logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", text, delay)
+                logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", reason(error), delay)
                 await anyio.sleep(delay)
                 delay = min(_RECONNECT_MAX, delay * 2)
         for pending in stranded:
@@ -264,6 +244,9 @@ class LegacySseUpstream(TaskHost):
                     f"The remote's event stream dropped before the answer to {pending.method}; it may or may not "
                     "have run, so it was not retried. Check its effect before trying again.",
                 ))
+
+    async def _notify_internal(self, method: str) -> None:
+        await self._post(classify({"jsonrpc": "2.0", "method": method}), internal=True)
 
     async def _call_internal(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         request_id = f"alloy-mcp-bridge-sse-{next(self._bridge_ids)}"

@@ -4,6 +4,10 @@ Redaction happens on the fully formatted record, traceback included, so it
 does not matter which logger wrote it (ours, httpx2, httpcore, the SDK) or
 how a secret got into the text (a URL, a header dump, an exception message).
 Uncaught exceptions and warnings are routed through the same handlers.
+
+One `SecretList` is the single source of what to hide: the log handlers and
+the error messages the bridge writes to the desktop read the same list, and a
+secret learned at run time (a rotated user token) joins it for both at once.
 """
 
 from __future__ import annotations
@@ -23,20 +27,33 @@ _CHATTY = ("httpx2", "httpx", "mcp")
 _NOISY = ("httpcore2", "httpcore", "hpack")
 
 
+class SecretList:
+    """Every value that must never be shown, longest first so no secret is half-masked by a shorter one."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.values: tuple[str, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        self.values = tuple(sorted({*self.values, *(s for s in secrets if s)}, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.values)
+
+
 class RedactingFormatter(logging.Formatter):
     """A formatter that replaces every known secret in the finished text with `***`."""
 
-    def __init__(self, secrets: Iterable[str] = (), fmt: str = _FORMAT) -> None:
+    def __init__(self, secrets: SecretList | Iterable[str] = (), fmt: str = _FORMAT) -> None:
         super().__init__(fmt)
-        self.secrets: tuple[str, ...] = ()
-        self.set_secrets(secrets)
+        self._secrets = secrets if isinstance(secrets, SecretList) else SecretList(secrets)
 
-    def set_secrets(self, secrets: Iterable[str]) -> None:
-        """Replace the list of secrets; longest first so no secret is half-masked by a shorter one."""
-        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets.values
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        return self._secrets.redact(super().format(record))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -47,12 +64,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def configure_logging(level: str = "info", log_file: Path | None = None, secrets: Iterable[str] = ()) -> None:
+def configure_logging(level: str = "info", log_file: Path | None = None, secrets: SecretList | None = None) -> None:
     """Install the bridge's handlers on the root logger: stderr always, a file when asked.
 
     Never touches stdout, which carries only JSON-RPC.
     """
-    formatter = RedactingFormatter(secrets)
+    formatter = RedactingFormatter(secrets if secrets is not None else SecretList())
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
@@ -71,14 +88,6 @@ def configure_logging(level: str = "info", log_file: Path | None = None, secrets
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     sys.excepthook = _log_uncaught
-
-
-def update_secrets(secrets: Iterable[str]) -> None:
-    """Teach every installed handler more secrets (after configuration is resolved)."""
-    for handler in logging.getLogger().handlers:
-        formatter = handler.formatter
-        if isinstance(formatter, RedactingFormatter):
-            formatter.set_secrets((*formatter.secrets, *secrets))
 
 
 def _log_uncaught(exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]

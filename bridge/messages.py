@@ -36,10 +36,6 @@ class Message:
     method: str | None = None
 
     @property
-    def is_request(self) -> bool:
-        return self.kind is Kind.REQUEST
-
-    @property
     def is_answer(self) -> bool:
         """A response or an error: the end of a request."""
         return self.kind is Kind.RESPONSE or self.kind is Kind.ERROR
@@ -48,10 +44,6 @@ class Message:
     def params(self) -> dict[str, Any]:
         params = self.body.get("params")
         return params if isinstance(params, dict) else {}
-
-    def line(self) -> bytes:
-        """The message as one stdout line."""
-        return self.raw + b"\n"
 
 
 class InvalidMessage(ValueError):
@@ -121,16 +113,6 @@ def classify(body: Any, raw: bytes | None = None) -> Message:
 
 def _valid_id(value: Any) -> bool:
     return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
-
-
-def from_bytes(raw: bytes) -> Message:
-    """Parse and classify one message; raises ValueError / InvalidMessage."""
-    return classify(parse(raw), raw)
-
-
-def build_response(request_id: RequestId, result: dict[str, Any]) -> Message:
-    """A locally made response (e.g. a bridge-owned request's answer)."""
-    return classify({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
 def build_request(request_id: RequestId, method: str, params: dict[str, Any] | None = None) -> Message:

@@ -42,8 +42,7 @@ from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
 from bridge.http import ConnectionDropped, RemoteHttp, RemoteRpcError
 from bridge.inflight import Pending
 from bridge.messages import Kind, Message, classify, dumps
-from bridge.responses import parse_remote, rpc_error_answer
-from bridge.sse import EventTooLarge, iter_events
+from bridge.responses import ResponseReader, reason, rpc_error_answer
 
 logger = logging.getLogger("bridge.modern")
 
@@ -52,6 +51,7 @@ _MAX_INPUT_ROUNDS = 8
 _RESULT_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
 _HANDSHAKE_CAPABILITIES = ("experimental", "logging", "completions", "prompts", "resources", "tools", "tasks")
 _HEADER_MISMATCH = -32020
+_PROTOCOL_META = "io.modelcontextprotocol/"
 _LIST_CHANGED = (("toolsListChanged", "tools"), ("promptsListChanged", "prompts"),
                  ("resourcesListChanged", "resources"))
 
@@ -98,6 +98,8 @@ class ModernUpstream(TaskHost):
         self._latest_handshake = LATEST_HANDSHAKE_VERSION
         self.http = http
         self.sink = sink
+        # Streams are read on the adapter's own behalf: it sees the notifications first (see `deliver`).
+        self.reader = ResponseReader(http, self)
         self.version = version
         self._client_info: dict[str, Any] = {}
         self._capabilities: dict[str, Any] = {}
@@ -299,34 +301,17 @@ class ModernUpstream(TaskHost):
     async def _exchange(
         self, request_id: Any, method: str, params: dict[str, Any], timeout: httpx2.Timeout | None = None
     ) -> Message:
-        """POST one request; forward what streams before its answer; return the answer."""
+        """POST one request; forward the notifications that stream before its answer; return the answer."""
         body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        request = classify(body, dumps(body))
+        headers = self._headers(method, params)
         try:
-            async with self.http.open("POST", body=dumps(body), headers=self._headers(method, params),
-                                      rpc_method=method, timeout=timeout) as response:
-                content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-                if content_type == "application/json":
-                    for message in parse_remote(await response.aread()):
-                        if message.is_answer and message.id == request_id:
-                            return message
-                        await self._forward_notification(message)
-                elif content_type == "text/event-stream":
-                    async for event in iter_events(response.aiter_bytes(), self.http.max_message_bytes):
-                        for message in parse_remote(event.data) if event.data else []:
-                            if message.is_answer and message.id == request_id:
-                                return message
-                            await self._forward_notification(message)
+            async with self.http.open("POST", body=request.raw, headers=headers, rpc_method=method,
+                                      timeout=timeout) as response:
+                return await self.reader.fetch_answer(response, request, lambda: dict(headers))
         except RemoteRpcError as refused:
             error_body = {"jsonrpc": "2.0", "id": request_id, "error": refused.error}
             return classify(error_body, dumps(error_body))
-        except EventTooLarge as exc:
-            raise self.http.lost(exc, method) from None
-        except httpx2.HTTPError as exc:  # the response stream failed after the remote accepted the request
-            error = self.http.lost(exc, method)
-            if isinstance(exc, httpx2.TimeoutException):
-                raise error from None
-            raise ConnectionDropped(error) from None
-        raise BridgeError.of(BridgeErrorCode.BAD_RESPONSE, f"The remote sent no answer to {method}.")
 
     async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A bridge-owned request; returns its result."""
@@ -337,22 +322,31 @@ class ModernUpstream(TaskHost):
         result = answer.body.get("result")
         return result if isinstance(result, dict) else {}
 
-    async def _forward_notification(self, message: Message) -> None:
+    # --- what streams back (the reader's sink) ----------------------------------------------------
+
+    async def deliver(self, message: Message) -> None:
+        """A message on a response stream that is not the answer being read: forward notifications only."""
         if message.kind is not Kind.NOTIFICATION:
             logger.debug("dropped a %s from the remote on a 2026-07-28 stream", message.kind.value)
             return
         if message.method == "notifications/subscriptions/acknowledged":
             return
-        params = message.params
-        meta = params.get("_meta")
-        if isinstance(meta, dict) and any(k.startswith("io.modelcontextprotocol/") for k in meta):
-            kept = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
-            params = {**params, **({"_meta": kept} if kept else {})}
-            if not kept:
-                params.pop("_meta", None)
+        meta = message.params.get("_meta")
+        if isinstance(meta, dict) and any(k.startswith(_PROTOCOL_META) for k in meta):
+            # Stamps of the 2026 wire (the subscription id, the server info) mean nothing to the desktop.
+            params = {k: v for k, v in message.params.items() if k != "_meta"}
+            kept = {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META)}
+            if kept:
+                params["_meta"] = kept
             body = {"jsonrpc": "2.0", "method": message.method, "params": params}
             message = classify(body, dumps(body))
         await self.sink.deliver(message)
+
+    async def fail(self, pending: Pending, error: BridgeError) -> None:
+        await self.sink.fail(pending, error)
+
+    def is_open(self, pending: Pending) -> bool:
+        return self.sink.is_open(pending)
 
     def _for_desktop(self, result: dict[str, Any]) -> dict[str, Any]:
         """Strip what a handshake-era result does not have."""
@@ -418,11 +412,10 @@ class ModernUpstream(TaskHost):
             with anyio.CancelScope() as scope:
                 self._listen_scope = scope
                 try:
-                    quiet_allowed = httpx2.Timeout(self.http.client.timeout.connect,
-                                                   read=max(300.0, self.http.read_timeout))
                     answer = await self._exchange(f"alloy-mcp-bridge-listen-{next(self._ids)}",
                                                   "subscriptions/listen",
-                                                  self._envelope({"notifications": wanted}), quiet_allowed)
+                                                  self._envelope({"notifications": wanted}),
+                                                  self.http.quiet_stream_timeout)
                     if answer.kind is Kind.ERROR:
                         logger.warning("the remote refused subscriptions/listen: %s",
                                        answer.body["error"].get("message"))
@@ -430,8 +423,9 @@ class ModernUpstream(TaskHost):
                         continue
                     delay = 1.0
                 except (BridgeError, ConnectionDropped) as exc:
-                    text = exc.error.message if isinstance(exc, ConnectionDropped) else exc.message
-                    logger.info("subscription stream ended (%s); re-opening in %.0fs", text, delay)
+                    logger.info("subscription stream ended (%s); re-opening in %.0fs", reason(exc), delay)
+                except Exception:  # the subscription stream must never take the bridge down
+                    logger.exception("subscription stream failed; re-opening in %.0fs", delay)
             self._listen_scope = None
             if scope.cancelled_caught or self._listen_changed.is_set():
                 continue

@@ -5,6 +5,10 @@ the answer to the request it belongs to, lets the stream finish so the
 connection can be reused, and resumes a dropped stream with `Last-Event-ID`
 when the remote gave event ids. If no answer comes it raises the error the
 desktop should see: "outcome unknown" for anything that may have run.
+
+Every transport reads through it: the desktop's requests (`read_answer`, the
+answer goes to the relay) and the bridge's own (`fetch_answer`, the answer is
+returned instead), so size limits, garbage handling and resumption are one code.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from bridge.sse import Event, EventTooLarge, iter_events
 logger = logging.getLogger("bridge.responses")
 
 LAST_EVENT_ID = "last-event-id"
+# Sees the answer to the request being read; returning True keeps it from the relay (a bridge-owned answer).
+OnAnswer = Callable[[Message], bool | None]
 _RESUME_ATTEMPTS = 3
 _DRAIN_AFTER_ANSWER = 1.0  # seconds to let a response stream end on its own after the answer
 
@@ -108,12 +114,18 @@ class ResponseReader:
         response: httpx2.Response,
         pending: Pending,
         resume_headers: Callable[[], dict[str, str]],
-        on_answer: Callable[[Message], None] | None = None,
+        on_answer: OnAnswer | None = None,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> None:
         """Deliver everything on a request's response until its answer; fail the request if none comes.
 
-        `resume_headers` gives the session's headers for a `GET` that resumes a dropped stream.
+        `resume_headers` gives the session's headers for a `GET` that resumes a dropped stream;
+        `still_wanted` says whether an answer is still owed (default: the request is in flight).
         """
+        if still_wanted is None:
+            def still_wanted() -> bool:
+                return self.sink.is_open(pending)
+
         content_type = media_type(response)
         if response.status_code == 202:
             raise BridgeError.of(
@@ -126,7 +138,7 @@ class ResponseReader:
             answered = False
             for message in parse_remote(body):
                 answered = await self._deliver_remote(message, pending, on_answer) or answered
-            if not answered and self.sink.is_open(pending):
+            if not answered and still_wanted():
                 raise BridgeError.of(
                     BridgeErrorCode.BAD_RESPONSE,
                     f"The remote's JSON response to {pending.method} was not a valid answer.",
@@ -143,7 +155,7 @@ class ResponseReader:
         outcome = await self.follow_events(response, pending, on_answer)
         attempts = 0
         while not outcome.answered and outcome.last_event_id and attempts < _RESUME_ATTEMPTS:
-            if isinstance(outcome.error, httpx2.TimeoutException) or not self.sink.is_open(pending):
+            if isinstance(outcome.error, httpx2.TimeoutException) or not still_wanted():
                 break
             attempts += 1
             await anyio.sleep((outcome.retry_ms or 1000) / 1000)
@@ -162,7 +174,7 @@ class ResponseReader:
                 break
             resumed_outcome.last_event_id = resumed_outcome.last_event_id or outcome.last_event_id
             outcome = resumed_outcome
-        if outcome.answered or not self.sink.is_open(pending):
+        if outcome.answered or not still_wanted():
             return
         if outcome.error is not None:
             error = self.http.lost(outcome.error, pending.method)
@@ -177,8 +189,25 @@ class ResponseReader:
         raise ConnectionDropped(self.http.lost(httpx2.RemoteProtocolError("stream ended without an answer"),
                                             pending.method))
 
+    async def fetch_answer(
+        self, response: httpx2.Response, request: Message, resume_headers: Callable[[], dict[str, str]]
+    ) -> Message:
+        """For a bridge-owned request: deliver everything else on the response, return its answer.
+
+        Raises what `read_answer` raises when no answer comes.
+        """
+        found: list[Message] = []
+
+        def keep(answer: Message) -> bool:
+            found.append(answer)
+            return True
+
+        await self.read_answer(response, Pending(request), resume_headers, on_answer=keep,
+                               still_wanted=lambda: not found)
+        return found[0]
+
     async def follow_events(
-        self, response: httpx2.Response, pending: Pending | None, on_answer: Callable[[Message], None] | None = None
+        self, response: httpx2.Response, pending: Pending | None, on_answer: OnAnswer | None = None
     ) -> StreamOutcome:
         """Deliver each SSE event until the answer to `pending`, then let the stream finish briefly.
 
@@ -208,7 +237,7 @@ class ResponseReader:
         self,
         event: Event,
         pending: Pending | None,
-        on_answer: Callable[[Message], None] | None,
+        on_answer: OnAnswer | None,
         outcome: StreamOutcome,
     ) -> None:
         if event.id:
@@ -224,14 +253,11 @@ class ResponseReader:
             if await self._deliver_remote(message, pending, on_answer):
                 outcome.answered = True
 
-    async def _deliver_remote(
-        self, message: Message, pending: Pending | None, on_answer: Callable[[Message], None] | None
-    ) -> bool:
-        """Hand one remote message to the relay; True if it answered `pending`."""
+    async def _deliver_remote(self, message: Message, pending: Pending | None, on_answer: OnAnswer | None) -> bool:
+        """Hand one remote message to the relay (unless `on_answer` keeps it); True if it answered `pending`."""
         is_answer = pending is not None and message.is_answer and message.id == pending.id
-        if is_answer and on_answer is not None:
-            on_answer(message)
-        await self.sink.deliver(message)
+        if not (is_answer and on_answer is not None and on_answer(message)):
+            await self.sink.deliver(message)
         return is_answer
 
     async def read_body(self, response: httpx2.Response, method: str | None = None) -> bytes:

@@ -402,15 +402,21 @@ def _extra_headers(settings: BridgeSettings) -> dict[str, str]:
     return headers
 
 
-def _check_header_safe(setting: str, value: str, *, secret: bool = False, label: str | None = None) -> None:
-    """Refuse whitespace inside secrets and control characters anywhere (header injection)."""
-    what = label or "the value"
+def header_value_problem(value: str, *, secret: bool = False) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value (header injection, a pasted newline), or None."""
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ConfigError(setting, f"{what} contains a line break or control character (check for a stray newline)")
+        return "contains a line break or control character (check for a stray newline)"
     if secret and any(ch.isspace() for ch in value):
-        raise ConfigError(setting, f"{what} contains whitespace; copy the secret again without spaces")
+        return "contains whitespace; copy the secret again without spaces"
     if not value.isascii():
-        raise ConfigError(setting, f"{what} contains non-ASCII characters, which HTTP headers cannot carry")
+        return "contains non-ASCII characters, which HTTP headers cannot carry"
+    return None
+
+
+def _check_header_safe(setting: str, value: str, *, secret: bool = False, label: str | None = None) -> None:
+    problem = header_value_problem(value, secret=secret)
+    if problem is not None:
+        raise ConfigError(setting, f"{label or 'the value'} {problem}")
 
 
 def _check_no_whitespace(setting: str, value: str) -> None:

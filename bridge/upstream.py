@@ -34,8 +34,8 @@ from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
 from bridge.http import SESSION_HEADER, ConnectionDropped, RemoteHttp, RemoteRpcError, SessionExpired
 from bridge.inflight import Pending
 from bridge.messages import Kind, Message, classify, dumps
-from bridge.responses import LAST_EVENT_ID, ResponseReader, media_type, parse_remote, reason, rpc_error_answer
-from bridge.sse import iter_events
+from bridge.responses import LAST_EVENT_ID, ResponseReader, media_type, reason, rpc_error_answer
+from bridge.session import SessionState
 
 logger = logging.getLogger("bridge.upstream")
 
@@ -53,10 +53,7 @@ class StreamableHttpUpstream(TaskHost):
         self.reader = ResponseReader(http, sink)
         self.session_id: str | None = None
         self.protocol_version: str | None = None
-        self._init_params: dict[str, Any] | None = None
-        self._initialized = False
-        self._log_level: str | None = None
-        self._subscriptions: set[str] = set()
+        self.state = SessionState()
         self._generation = 0
         self._session_lost = False
         self._lost_because = "the desktop never initialized it"
@@ -90,25 +87,15 @@ class StreamableHttpUpstream(TaskHost):
 
     async def send(self, message: Message, pending: Pending | None) -> None:
         """Send one desktop message: requests run concurrently; notifications and answers in order."""
+        self.state.remember(message)
         if pending is not None:
             assert self._tg is not None
-            self._remember_state(message)
             if pending.method == "initialize":
                 # Hold everything the desktop sends next until the session id is known.
                 self._ready = anyio.Event()
             self._tg.start_soon(self._request, pending)
             return
         await self._send_one_way(message)
-
-    def _remember_state(self, message: Message) -> None:
-        """Track what a new session must restore: log level and resource subscriptions."""
-        params = message.params
-        if message.method == "logging/setLevel" and isinstance(params.get("level"), str):
-            self._log_level = params["level"]
-        elif message.method == "resources/subscribe" and isinstance(params.get("uri"), str):
-            self._subscriptions.add(params["uri"])
-        elif message.method == "resources/unsubscribe" and isinstance(params.get("uri"), str):
-            self._subscriptions.discard(params["uri"])
 
     def _headers(self, *, with_session: bool = True) -> dict[str, str]:
         headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
@@ -195,7 +182,6 @@ class StreamableHttpUpstream(TaskHost):
         if self.session_id is not None and self._tg is not None:
             # The desktop started over: end the session it leaves behind (best effort, in the background).
             self._tg.start_soon(self._end_session, self._headers())
-        self._init_params = pending.message.params
         self.session_id = None
         self.protocol_version = None
         self._session_lost = False
@@ -230,8 +216,6 @@ class StreamableHttpUpstream(TaskHost):
 
     async def _send_one_way(self, message: Message) -> None:
         """POST a notification or an answer to a server request; failures are logged, never fatal."""
-        if message.method == "notifications/initialized":
-            self._initialized = True
         await self._wait_ready()
         generation = self._generation
         try:
@@ -277,11 +261,12 @@ class StreamableHttpUpstream(TaskHost):
                 headers["accept"] = "text/event-stream"
                 if last_event_id:
                     headers[LAST_EVENT_ID] = last_event_id
-                long_read = httpx2.Timeout(self.http.client.timeout.connect, read=max(300.0, self.http.read_timeout))
                 try:
                     with anyio.CancelScope() as scope:
                         self._listener_scope = scope
-                        async with self.http.open("GET", headers=headers, timeout=long_read) as response:
+                        async with self.http.open(
+                            "GET", headers=headers, timeout=self.http.quiet_stream_timeout
+                        ) as response:
                             if media_type(response) != "text/event-stream":
                                 logger.info("the remote offers no server-to-client stream (GET answered %s)",
                                             response.status_code)
@@ -327,26 +312,22 @@ class StreamableHttpUpstream(TaskHost):
         async with self._reinit_lock:
             if generation != self._generation and not self._session_lost:
                 return  # another task already re-initialized
-            if self._init_params is None:
+            if self.state.init_params is None:
                 self._session_lost = True
                 return
             self._ready = anyio.Event()
             try:
                 # The old session id stays until the new one is known: a request that slips out with it
                 # meanwhile gets a 404 and is resent after this re-initialization.
-                result, session_id = await self._call_internal("initialize", self._init_params, with_session=False)
+                result, session_id = await self._call_internal(
+                    "initialize", self.state.init_params, with_session=False
+                )
                 self.session_id = session_id
                 if isinstance(result.get("protocolVersion"), str):
                     self.protocol_version = result["protocolVersion"]
-                if self._initialized:
-                    await self._notify_internal("notifications/initialized")
-                if self._log_level is not None:
-                    await self._call_internal("logging/setLevel", {"level": self._log_level})
-                for uri in sorted(self._subscriptions):
-                    await self._call_internal("resources/subscribe", {"uri": uri})
+                await self.state.restore(self._call_internal, self._notify_internal)
                 self._session_lost = False
-                logger.info("opened a new remote session; restored %d subscription(s)%s",
-                            len(self._subscriptions), " and the log level" if self._log_level else "")
+                logger.info("opened a new remote session; restored %s", self.state.describe())
             except (BridgeError, SessionExpired, ConnectionDropped, RemoteRpcError) as exc:
                 self._session_lost = True
                 self._lost_because = reason(exc)
@@ -356,7 +337,7 @@ class StreamableHttpUpstream(TaskHost):
                 self._ready.set()
             if self._listener_scope is not None:
                 self._listener_scope.cancel()
-            elif self._initialized:
+            elif self.state.initialized:
                 self._start_listener()
 
     async def _call_internal(
@@ -367,35 +348,15 @@ class StreamableHttpUpstream(TaskHost):
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             body["params"] = params
-        own = Pending(classify(body, dumps(body)))
-        answer: list[Message] = []
-        async with self.http.open(
-            "POST", body=own.message.raw, headers=self._headers(with_session=with_session), rpc_method=method
-        ) as response:
+        request = classify(body, dumps(body))
+        headers = self._headers(with_session=with_session)
+        async with self.http.open("POST", body=request.raw, headers=headers, rpc_method=method) as response:
             session_id = response.headers.get(SESSION_HEADER) or self.session_id
-            content_type = media_type(response)
-            if content_type == "application/json":
-                found = parse_remote(await self.reader.read_body(response, method))
-            elif content_type == "text/event-stream":
-                found = []
-                async for event in iter_events(response.aiter_bytes(), self.http.max_message_bytes):
-                    if event.event == "message" and event.data:
-                        found.extend(parse_remote(event.data))
-                        if any(m.is_answer and m.id == request_id for m in found):
-                            break
-            else:
-                found = []
-        for message in found:
-            if message.is_answer and message.id == request_id:
-                answer.append(message)
-            else:
-                await self.sink.deliver(message)
-        if not answer:
-            raise BridgeError.of(BridgeErrorCode.BAD_RESPONSE, f"The remote sent no answer to {method}.")
-        if answer[0].kind is Kind.ERROR:
-            error = answer[0].body["error"]
+            answer = await self.reader.fetch_answer(response, request, lambda: headers)
+        if answer.kind is Kind.ERROR:
+            error = answer.body["error"]
             raise BridgeError.of(BridgeErrorCode.REMOTE_ERROR, f"The remote refused {method}: {error.get('message')}")
-        result = answer[0].body.get("result")
+        result = answer.body.get("result")
         return (result if isinstance(result, dict) else {}), session_id
 
     async def _notify_internal(self, method: str) -> None:

@@ -142,6 +142,28 @@ class RemoteServer:
         return self.state()["executions"]
 
 
+class Notifications:
+    """A client `message_handler` that records server notifications of one type."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self.seen: list[Any] = []
+        self.arrived = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, self.kind):
+            self.seen.append(message)
+            self.arrived.set()
+
+    async def wait(self, timeout: float = 10.0) -> None:
+        with anyio.fail_after(timeout):
+            await self.arrived.wait()
+
+    @property
+    def uris(self) -> list[str]:
+        return [str(message.params.uri) for message in self.seen]
+
+
 async def notify_until(server: RemoteServer, arrived: anyio.Event, kind: str, timeout: float = 10.0,
                        **extra: Any) -> None:
     """Ask the server to notify until the desktop saw it (a stream being re-opened may miss the first one)."""

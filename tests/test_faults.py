@@ -12,7 +12,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import bridge_env, notify_until, open_bridge, raw_bridge, running_remote
+from tests.conftest import Notifications, bridge_env, notify_until, open_bridge, raw_bridge, running_remote
 from tests.test_relay import text_of
 from tests.test_resilience import (
     BAD_RESPONSE,
@@ -130,17 +130,12 @@ async def test_result_over_the_message_limit_is_refused_and_the_session_survives
 
 
 async def test_dropped_get_stream_is_reopened_and_notifications_still_arrive(remote, tmp_path):
-    seen = anyio.Event()
-
-    async def on_message(message):
-        if isinstance(message, types.ToolListChangedNotification):
-            seen.set()
-
+    changed = Notifications(types.ToolListChangedNotification)
     remote.add_rule({"sse_close": True}, http="GET", times=1)
-    async with open_bridge(tmp_path, bridge_env(remote), message_handler=on_message) as (client, _):
+    async with open_bridge(tmp_path, bridge_env(remote), message_handler=changed) as (client, _):
         await client.list_tools()
         await wait_for(lambda: len([r for r in remote.requests() if r["http"] == "GET"]) >= 2)
-        await notify_until(remote, seen, "tools")
+        await notify_until(remote, changed.arrived, "tools")
 
 
 async def test_log_messages_reach_the_desktop_after_the_get_stream_is_reopened(remote, tmp_path):

@@ -18,6 +18,7 @@ from tests.conftest import (
     SERVER_ID,
     USER_ID,
     USER_TOKEN,
+    Notifications,
     bridge_env,
     open_bridge,
 )
@@ -136,20 +137,12 @@ async def test_resources_list_templates_read_and_pagination(remote, tmp_path):
 
 
 async def test_resource_subscription_delivers_updates_over_the_get_stream(remote, tmp_path):
-    updates: list[str] = []
-    got = anyio.Event()
-
-    async def on_message(message):
-        if isinstance(message, types.ResourceUpdatedNotification):
-            updates.append(str(message.params.uri))
-            got.set()
-
-    async with open_bridge(tmp_path, bridge_env(remote), message_handler=on_message) as (client, _):
+    updates = Notifications(types.ResourceUpdatedNotification)
+    async with open_bridge(tmp_path, bridge_env(remote), message_handler=updates) as (client, _):
         await client.subscribe_resource("memo://note/1")
         remote.notify("updated")
-        with anyio.fail_after(10):
-            await got.wait()
-    assert updates == ["memo://note/1"]
+        await updates.wait()
+    assert updates.uris == ["memo://note/1"]
 
 
 async def test_prompts_and_completion(remote, tmp_path):
@@ -231,17 +224,11 @@ async def test_roots_request_over_the_get_stream_is_answered_by_the_desktop(remo
 
 
 async def test_list_changed_notification_from_the_get_stream_reaches_the_desktop(remote, tmp_path):
-    seen = anyio.Event()
-
-    async def on_message(message):
-        if isinstance(message, types.ToolListChangedNotification):
-            seen.set()
-
-    async with open_bridge(tmp_path, bridge_env(remote), message_handler=on_message) as (client, _):
+    changed = Notifications(types.ToolListChangedNotification)
+    async with open_bridge(tmp_path, bridge_env(remote), message_handler=changed) as (client, _):
         await client.list_tools()
         remote.notify("tools")
-        with anyio.fail_after(10):
-            await seen.wait()
+        await changed.wait()
 
 
 async def test_meta_passes_through_unchanged(remote, tmp_path):

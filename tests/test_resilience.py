@@ -8,7 +8,7 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import RemoteServer, bridge_env, open_bridge, raw_bridge, running_remote
+from tests.conftest import Notifications, RemoteServer, bridge_env, open_bridge, raw_bridge, running_remote
 from tests.test_relay import text_of
 from tests.test_stdio import wait_for
 
@@ -162,24 +162,16 @@ async def test_wrong_api_key_fails_initialize_with_a_hint(remote, tmp_path):
 
 
 async def test_session_expiry_is_invisible_to_the_desktop(remote, tmp_path):
-    updates: list[str] = []
-    got = anyio.Event()
+    import mcp_types as types
 
-    async def on_message(message):
-        import mcp_types as types
-
-        if isinstance(message, types.ResourceUpdatedNotification):
-            updates.append(str(message.params.uri))
-            got.set()
-
-    async with open_bridge(tmp_path, bridge_env(remote), message_handler=on_message) as (client, run):
+    updates = Notifications(types.ResourceUpdatedNotification)
+    async with open_bridge(tmp_path, bridge_env(remote), message_handler=updates) as (client, run):
         await client.set_logging_level("error")
         await client.subscribe_resource("memo://note/2")
         remote.expire_sessions()
         result = await client.call_tool("echo", {"text": "after expiry", "tag": "e1"})
         remote.notify("updated")
-        with anyio.fail_after(10):
-            await got.wait()
+        await updates.wait()
     assert text_of(result) == "after expiry"
     assert remote.executions() == {"e1": 1}
     initializes = remote.requests("initialize")
@@ -190,7 +182,7 @@ async def test_session_expiry_is_invisible_to_the_desktop(remote, tmp_path):
     assert all(level == "error" for level in state["log_levels"].values())
     assert len(state["log_levels"]) == 2
     assert all(subs == ["memo://note/2"] for subs in state["subscriptions"].values())
-    assert updates == ["memo://note/2"]
+    assert updates.uris == ["memo://note/2"]
 
 
 async def test_session_expiry_during_concurrent_calls_answers_each_once(remote, tmp_path):

@@ -63,3 +63,23 @@ async def test_secrets_echoed_by_the_remote_are_redacted_from_errors(remote, tmp
     assert API_KEY not in caught.value.message and USER_TOKEN not in caught.value.message
     assert "***" in caught.value.message
     assert API_KEY not in str(caught.value.data)
+
+
+async def test_secrets_in_a_json_rpc_error_body_are_redacted_before_the_desktop_sees_them(remote, tmp_path):
+    body = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": f"bad key {API_KEY}"}}
+    remote.add_rule({"status": 400, "body": body}, rpc="tools/call")
+    async with open_bridge(tmp_path, bridge_env(remote)) as (client, _):
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("echo", {"text": "x"})
+    assert caught.value.code == -32602  # the remote's own answer, passed through
+    assert API_KEY not in caught.value.message and "***" in caught.value.message
+
+
+def test_check_never_prints_a_secret_the_remote_echoes(remote):
+    from tests.test_commands import run_cli
+
+    body = {"jsonrpc": "2.0", "id": "x", "error": {"code": -32600, "message": f"key {API_KEY} revoked"}}
+    remote.add_rule({"status": 400, "body": body}, rpc="initialize")
+    result = run_cli("check", env={"ALLOY_MCP_URL": remote.url, "ALLOY_API_KEY": API_KEY, "ALLOY_USER_ID": "u"})
+    assert result.returncode == 1 and "revoked" in result.stderr
+    assert API_KEY not in result.stderr

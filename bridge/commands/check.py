@@ -18,9 +18,9 @@ import anyio
 from bridge import __version__
 from bridge.connect import make_upstream
 from bridge.errors import BridgeError
-from bridge.http import RemoteHttp, build_client
+from bridge.http import remote_http
 from bridge.inflight import InFlightTable, Pending
-from bridge.logs import configure_logging
+from bridge.logs import SecretList, configure_logging
 from bridge.messages import Message, build_notification, build_request
 from bridge.settings import BridgeSettings, Endpoint
 
@@ -65,14 +65,18 @@ class _Collector:
         return result if isinstance(result, dict) else {}
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+def _say(text: str, secrets: SecretList) -> None:
+    """One line of the report on stderr; whatever the remote said in it is redacted like a log line."""
+    print(secrets.redact(text), file=sys.stderr, flush=True)
 
 
-async def _check(settings: BridgeSettings, endpoint: Endpoint) -> bool:
+async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> bool:
     collector = _Collector()
-    async with build_client(settings, endpoint) as client:
-        http = RemoteHttp(client, settings, endpoint)
+
+    def say(text: str) -> None:
+        _say(text, secrets)
+
+    async with remote_http(settings, endpoint, secrets) as http:
         upstream = make_upstream(settings.transport, http, collector)
         async with anyio.create_task_group() as tg:
             await tg.start(upstream.run)
@@ -83,7 +87,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint) -> bool:
                     "clientInfo": {"name": "alloy-mcp-bridge-check", "version": __version__},
                 }))
                 info = result.get("serverInfo") or {}
-                _say(f"ok   initialize: {info.get('name', '?')} {info.get('version', '')} speaks protocol "
+                say(f"ok   initialize: {info.get('name', '?')} {info.get('version', '')} speaks protocol "
                      f"{result.get('protocolVersion')} ({(time.perf_counter() - started) * 1000:.0f} ms)")
                 await upstream.send(build_notification("notifications/initialized"), None)
                 names: list[str] = []
@@ -96,13 +100,13 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint) -> bool:
                     if not cursor:
                         break
                 shown = ", ".join(names[:10]) + (f", … (+{len(names) - 10})" if len(names) > 10 else "")
-                _say(f"ok   tools/list: {len(names)} tool(s){': ' + shown if names else ''}")
+                say(f"ok   tools/list: {len(names)} tool(s){': ' + shown if names else ''}")
                 return True
             except BridgeError as error:
-                _say(f"FAIL {error.message}")
+                say(f"FAIL {error.message}")
                 hint = error.data.get("hint")
                 if hint:
-                    _say(f"     {hint}")
+                    say(f"     {hint}")
                 return False
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
@@ -116,11 +120,11 @@ def check(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
     from bridge.commands.run import load_configuration
 
     settings, endpoint = load_configuration(overrides, env_file)
-    configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file,
-                      endpoint.secrets)
-    _say(f"alloy-mcp-bridge {__version__} check: {endpoint.display_url}")
+    secrets = SecretList(endpoint.secrets)
+    configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file, secrets)
+    _say(f"alloy-mcp-bridge {__version__} check: {endpoint.display_url}", secrets)
     for warning in endpoint.warnings:
-        _say(f"warn {warning}")
-    ok = anyio.run(_check, settings, endpoint)
-    _say("All good: a desktop client configured like this will work." if ok else "The check failed.")
+        _say(f"warn {warning}", secrets)
+    ok = anyio.run(_check, settings, endpoint, secrets)
+    _say("All good: a desktop client configured like this will work." if ok else "The check failed.", secrets)
     return 0 if ok else 1

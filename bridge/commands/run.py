@@ -12,8 +12,8 @@ import anyio
 from bridge import __version__
 from bridge.connect import make_upstream
 from bridge.contracts import Sink, Upstream
-from bridge.http import RemoteHttp, build_client
-from bridge.logs import configure_logging
+from bridge.http import remote_http
+from bridge.logs import SecretList, configure_logging
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay
 from bridge.settings import BridgeSettings, ConfigError, Endpoint, load_settings, resolve_endpoint
@@ -45,7 +45,8 @@ def load_configuration(overrides: dict[str, Any], env_file: str | None) -> tuple
 def run(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
     """Run the bridge until the desktop disconnects; returns the exit code."""
     settings, endpoint = load_configuration(overrides, env_file)
-    configure_logging(settings.log_level, settings.log_file, endpoint.secrets)
+    secrets = SecretList(endpoint.secrets)
+    configure_logging(settings.log_level, settings.log_file, secrets)
     for warning in endpoint.warnings:
         logger.warning(warning)
     logger.info("alloy-mcp-bridge %s: relaying stdio to %s", __version__, endpoint.display_url)
@@ -53,15 +54,14 @@ def run(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
     # scans, so collections stay short and do not show up as latency spikes.
     gc.collect()
     gc.freeze()
-    anyio.run(serve, settings, endpoint)
+    anyio.run(serve, settings, endpoint, secrets)
     logger.info("stopped")
     return 0
 
 
-async def serve(settings: BridgeSettings, endpoint: Endpoint) -> None:
+async def serve(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> None:
     """Wire stdio, the HTTP client, the upstream and the relay together, and run them."""
-    async with build_client(settings, endpoint) as client:
-        http = RemoteHttp(client, settings, endpoint)
+    async with remote_http(settings, endpoint, secrets) as http:
 
         def make(sink: Sink) -> Upstream:
             return make_upstream(settings.transport, http, sink)
