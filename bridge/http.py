@@ -1,151 +1,122 @@
-"""The HTTP side: the httpx2 client (auth headers, timeouts, TLS) and resilient sending.
+"""The HTTP side: the httpx2 client (auth headers, timeouts, TLS, proxies) and sending under the retry policy.
 
 `RemoteHttp.open()` sends one HTTP request and hands back the streaming
-response once the remote has accepted it, after retrying what `retry.py`
-says is safe to retry. Every failure it cannot recover from becomes a
-`BridgeError` whose message says what happened and what to check — network
-errors never escape as raw exceptions, so one bad request cannot take the
-bridge down.
+response once the remote has accepted it, after retrying what `retry.py` says
+is safe to retry. Every failure it cannot recover from becomes one of the
+typed errors of `bridge.errors`, translated here and nowhere else (like httpx's
+`map_httpcore_exceptions()`): network errors never escape as raw exceptions,
+so one bad request cannot take the bridge down.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import importlib.util
 import logging
-import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Generator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx2
 
 from bridge import __version__
-from bridge.errors import BridgeError, BridgeErrorCode
-from bridge.logs import SecretList
-from bridge.pacing import Pacer
-from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
-from bridge.settings import (
-    BridgeSettings,
-    Endpoint,
-    header_value_problem,
-    parse_rate_limit,
-    read_token_file,
-    secret_forms,
+from bridge.auth import FileUserToken
+from bridge.endpoint import Endpoint
+from bridge.errors import (
+    BridgeError,
+    BridgeErrorCode,
+    ConnectionDropped,
+    RemoteRpcError,
+    SessionExpired,
+    status_error,
 )
-from bridge.sse import EventTooLarge
+from bridge.logs import SecretList
+from bridge.messages import NotJson, decode_value
+from bridge.pacing import Pacer, parse_rate_limit
+from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
+from bridge.settings import BridgeSettings, ConfigError
 
-logger = logging.getLogger("bridge.http")
+logger = logging.getLogger(__name__)
 
 SESSION_HEADER = "mcp-session-id"
 # A stream the remote may leave quiet for a long time (the GET stream, a subscription) gets this read timeout.
 _QUIET_STREAM_READ = 300.0
-
-
-class SessionExpired(Exception):
-    """The remote answered 404 to a request sent with a session id: re-initialize and resend."""
-
-
-class RemoteRpcError(Exception):
-    """The remote refused a request with a JSON-RPC error in a non-2xx body: pass it on as the answer.
-
-    Spec-correct servers send errors such as -32602 (invalid params), -32601 (method not found) or
-    -32022 (unsupported protocol version) this way, at 400 / 404.
-    """
-
-    def __init__(self, error: dict[str, Any], http_status: int) -> None:
-        super().__init__(str(error.get("message")))
-        self.error = error
-        self.http_status = http_status
-
-    @property
-    def code(self) -> int | None:
-        code = self.error.get("code")
-        return code if isinstance(code, int) else None
-
-
-class ConnectionDropped(Exception):
-    """The connection failed after the request was sent: it may have run (resend only if idempotent)."""
-
-    def __init__(self, error: BridgeError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class FileUserToken(httpx2.Auth):
-    """`x-alloy-user-token` read from a file: re-read when the file changes, and once after a 401.
-
-    A user JWT expires; whoever refreshes it only has to rewrite the file. Retrying
-    after a 401 is safe: the remote refused the request without running it.
-    """
-
-    header = "x-alloy-user-token"
-
-    def __init__(self, path: Path, secrets: SecretList) -> None:
-        self.path = path
-        self.secrets = secrets
-        self._token = ""
-        self._stamp: tuple[int, int] | None = None
-
-    def current(self, *, force: bool = False) -> str:
-        try:
-            info = os.stat(self.path)
-            stamp = (info.st_mtime_ns, info.st_size)
-            if force or stamp != self._stamp:
-                token = read_token_file(self.path)
-                self._stamp = stamp
-                if token and token != self._token:
-                    self.secrets.add(secret_forms([token]))  # hidden before anything can print it
-                    problem = header_value_problem(token, secret=True)
-                    if problem is not None:
-                        logger.warning("ignoring the new ALLOY_USER_TOKEN_FILE content: the token %s", problem)
-                    else:
-                        if self._token:
-                            logger.info("user token file changed; using the new token")
-                        self._token = token
-        except OSError as exc:
-            logger.warning("cannot read ALLOY_USER_TOKEN_FILE (%s); keeping the last token", type(exc).__name__)
-        return self._token
-
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        sent = self.current()
-        request.headers[self.header] = sent
-        response = yield request
-        if response.status_code == 401:
-            fresh = self.current(force=True)
-            if fresh != sent:
-                request.headers[self.header] = fresh
-                yield request
+_MAX_CONNECTIONS = 128
+_DETAIL_CHARS = 300
+# Non-2xx statuses whose JSON-RPC error body is the remote's real answer (others get the bridge's own message).
+_PASS_THROUGH_STATUSES = frozenset({400, 404, 405, 406, 409, 415, 422})
+_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
 
 def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> httpx2.AsyncClient:
-    """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling."""
+    """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling, proxies.
+
+    Raises:
+        ConfigError: a proxy variable the client cannot use.
+    """
     timeout = httpx2.Timeout(
         connect=settings.connect_timeout,
         read=settings.read_timeout,
         write=settings.read_timeout,
-        pool=None,  # waiting for a free connection is not a failure
+        pool=settings.read_timeout,  # all connections busy: wait as long as for an answer, not forever
     )
     headers = {"user-agent": f"alloy-mcp-bridge/{__version__}", **endpoint.headers}
-    return httpx2.AsyncClient(
-        headers=headers,
-        timeout=timeout,
-        verify=_tls_context(settings, endpoint),
-        follow_redirects=False,
-        limits=httpx2.Limits(max_connections=128, max_keepalive_connections=32, keepalive_expiry=30.0),
-        trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
-        auth=FileUserToken(settings.user_token_file, secrets) if settings.user_token_file is not None else None,
-    )
+    # Proxy variables (HTTPS_PROXY, ALL_PROXY) are honoured, but never for loopback: a proxy would receive
+    # the credentials of a local endpoint, over plain HTTP.
+    loopback = ["all://localhost", "all://127.0.0.1", "all://[::1]"]
+    if endpoint.is_loopback:
+        loopback.append(f"all://{httpx2.URL(endpoint.url).netloc.decode('ascii')}")
+    try:
+        return httpx2.AsyncClient(
+            headers=headers,
+            timeout=timeout,
+            verify=_tls_context(settings, endpoint),
+            follow_redirects=False,
+            limits=httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=32,
+                                 keepalive_expiry=30.0),
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
+            mounts=dict.fromkeys(loopback),
+            auth=FileUserToken(settings.user_token_file, secrets) if settings.user_token_file is not None else None,
+        )
+    except (ValueError, ImportError, TypeError) as exc:
+        raise ConfigError("/".join(_PROXY_VARIABLES), _proxy_problem(exc)) from None
 
 
-@contextlib.asynccontextmanager
-async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> AsyncIterator[RemoteHttp]:
-    """The client and the sender on top of it, for as long as the bridge talks to the remote."""
-    async with build_client(settings, endpoint, secrets) as client:
-        yield RemoteHttp(client, settings, endpoint, secrets)
+def check_network_settings(settings: BridgeSettings) -> None:
+    """What the HTTP client will need, checked before any network use: proxy variables, the CA bundle.
+
+    Raises:
+        ConfigError: naming the proxy variable or `ALLOY_CA_BUNDLE`.
+    """
+    from httpx2._utils import get_environment_proxies
+
+    for pattern, url in get_environment_proxies().items():
+        if url is None:
+            continue
+        try:
+            proxy = httpx2.Proxy(url)
+        except (ValueError, TypeError, httpx2.InvalidURL) as exc:
+            raise ConfigError(_proxy_variable(pattern), _proxy_problem(exc)) from None
+        if proxy.url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+            raise ConfigError(_proxy_variable(pattern), _proxy_problem(ImportError()))
+    if settings.ca_bundle is not None:
+        try:
+            ssl.create_default_context(cafile=str(settings.ca_bundle))
+        except (ssl.SSLError, OSError, ValueError):
+            raise ConfigError("ca_bundle", "is not a readable PEM file of CA certificates") from None
+
+
+def _proxy_variable(pattern: str) -> str:
+    scheme = pattern.partition("://")[0]
+    return {"http": "HTTP_PROXY", "https": "HTTPS_PROXY"}.get(scheme, "ALL_PROXY")
+
+
+def _proxy_problem(exc: Exception) -> str:
+    if isinstance(exc, ImportError) or "socksio" in str(exc):
+        return "a SOCKS proxy needs the optional 'socksio' package; use an http:// proxy or install it"
+    return "the proxy URL is not usable (supported: http://, https://, socks5://); check the proxy variables"
 
 
 def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext | bool:
@@ -158,13 +129,20 @@ def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext
     return True
 
 
+@contextlib.asynccontextmanager
+async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> AsyncIterator[RemoteHttp]:
+    """The client and the sender on top of it, for as long as the bridge talks to the remote."""
+    async with build_client(settings, endpoint, secrets) as client:
+        yield RemoteHttp(client, settings, endpoint, secrets)
+
+
 class RemoteHttp:
     """Sends requests to the endpoint with the retry policy and error mapping applied."""
 
     def __init__(
         self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList
     ) -> None:
-        self.client = client
+        self._client = client
         self.secrets = secrets
         self.url = endpoint.url
         self._parsed_url = httpx2.URL(endpoint.url)  # parsed once, not per request
@@ -172,12 +150,14 @@ class RemoteHttp:
         self.policy = RetryPolicy(settings.max_retries, settings.retry_budget, settings.connect_timeout)
         self.max_message_bytes = settings.max_message_bytes
         self.read_timeout = settings.read_timeout
+        self.connect_timeout = settings.connect_timeout
         limit = parse_rate_limit(settings.rate_limit) if settings.rate_limit else None
         self.pacer = Pacer(*limit) if limit else None
         # For streams the remote may leave quiet for minutes: the GET stream, subscriptions, legacy SSE.
         self.quiet_stream_timeout = httpx2.Timeout(
-            settings.connect_timeout, read=max(_QUIET_STREAM_READ, settings.read_timeout)
+            settings.connect_timeout, read=max(_QUIET_STREAM_READ, settings.read_timeout), pool=settings.read_timeout
         )
+        self.ever_connected = False  # has the remote ever answered? (see retry.FIRST_CONTACT_WINDOW)
 
     @contextlib.asynccontextmanager
     async def open(
@@ -201,30 +181,44 @@ class RemoteHttp:
         state = self.policy.start()
         target = url or self._parsed_url
         while True:
-            request = self.client.build_request(
-                http_method, target, content=body, headers=headers,
-                timeout=timeout if timeout is not None else self.client.timeout,
-            )
+            try:
+                request = self._client.build_request(
+                    http_method, target, content=body, headers=headers,
+                    timeout=timeout if timeout is not None else self._client.timeout,
+                )
+            except (httpx2.InvalidURL, ValueError, TypeError) as exc:
+                raise BridgeError(BridgeErrorCode.BAD_RESPONSE,
+                                  f"The bridge could not build a request for {rpc_method or http_method}: "
+                                  f"{type(exc).__name__}.") from None
             if self.pacer is not None:
                 await self.pacer.wait_turn()
             try:
-                response = await self.client.send(request, stream=True)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+                response = await self._client.send(request, stream=True)
+            except httpx2.PoolTimeout:
+                raise BridgeError(
+                    BridgeErrorCode.REMOTE_UNAVAILABLE,
+                    f"All {_MAX_CONNECTIONS} connections to the remote stayed busy for ALLOY_READ_TIMEOUT; "
+                    f"{rpc_method or 'the request'} was not sent.",
+                ) from None
+            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
                 if _is_tls_failure(exc):
                     raise self._tls_error(exc) from None
-                delay = self.policy.delay_after_connect_failure(state)
+                delay = self.policy.delay_after_connect_failure(state, ever_connected=self.ever_connected)
                 if delay is None:
                     raise self._unreachable(exc) from None
                 logger.info("remote unreachable (%s); retrying in %.1fs", _describe(exc), delay)
                 await anyio.sleep(delay)
                 continue
             except httpx2.TimeoutException as exc:
-                raise self._lost(exc, rpc_method, timed_out=True) from None
-            except httpx2.TransportError as exc:
-                raise ConnectionDropped(self._lost(exc, rpc_method, timed_out=False)) from None
+                raise self.lost(exc, rpc_method) from None
+            except (httpx2.TransportError, httpx2.DecodingError) as exc:
+                raise self.lost(exc, rpc_method) from None
+            except httpx2.HTTPError as exc:  # anything else httpx2 raises, e.g. a header it cannot decode
+                raise self.lost(exc, rpc_method) from None
+            self.ever_connected = True
 
             status = response.status_code
-            if status < 400:
+            if status < 300:
                 try:
                     yield response
                 finally:
@@ -232,6 +226,7 @@ class RemoteHttp:
                 return
 
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            location = response.headers.get("location") if 300 <= status < 400 else None
             raw = await _read_some(response)
             await response.aclose()
             rpc_error = _jsonrpc_error(raw)
@@ -244,91 +239,70 @@ class RemoteHttp:
                 await anyio.sleep(delay)
                 continue
             if rpc_error is not None and status in _PASS_THROUGH_STATUSES:
-                raise RemoteRpcError({**rpc_error, "message": self._clean(rpc_error["message"])}, status)
-            raise self.status_error(status, _error_detail(raw), retry_after, rpc_method)
+                raise RemoteRpcError(rpc_error, status)
+            raise status_error(
+                status, where=self.endpoint.display_url, detail=self._detail(raw), retry_after=retry_after,
+                rpc_method=rpc_method, location=self._shorten(location) if location else None,
+            )
+
+    async def end_session(self, headers: dict[str, str]) -> None:
+        """DELETE the session named in `headers`; best effort, bounded to one second."""
+        with anyio.move_on_after(1.0):
+            try:
+                response = await self._client.request("DELETE", self._parsed_url, headers=headers,
+                                                      timeout=httpx2.Timeout(1.0))
+                logger.debug("remote session ended (HTTP %s)", response.status_code)
+            except (httpx2.HTTPError, ValueError) as exc:
+                logger.debug("could not end the remote session: %s", type(exc).__name__)
 
     # --- error mapping -------------------------------------------------------------------
 
-    def _clean(self, text: str) -> str:
-        return self.secrets.redact(text)
+    def _shorten(self, text: str) -> str:
+        """The remote's words for a message: secrets redacted first, then cut (a secret never half-shows)."""
+        text = self.secrets.redact(text)
+        return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
+
+    def _detail(self, raw: bytes) -> str:
+        detail = _error_detail(raw)
+        return self._shorten(detail) if detail else ""
 
     def _unreachable(self, exc: Exception) -> BridgeError:
-        return BridgeError.of(
+        return BridgeError(
             BridgeErrorCode.REMOTE_UNREACHABLE,
-            self._clean(f"Cannot reach the remote MCP server at {self.endpoint.display_url}: {_describe(exc)}."),
+            f"Cannot reach the remote MCP server at {self.endpoint.display_url} (host {self.endpoint.host}): "
+            f"{_describe(exc)}.",
         )
 
     def _tls_error(self, exc: Exception) -> BridgeError:
-        return BridgeError.of(
+        return BridgeError(
             BridgeErrorCode.REMOTE_UNREACHABLE,
-            self._clean(
-                f"The TLS certificate of {self.endpoint.display_url} is not trusted ({_describe(exc)}). "
-                "If the server uses a private or self-signed CA, set ALLOY_CA_BUNDLE to its PEM file."
-            ),
+            f"The TLS certificate of {self.endpoint.display_url} is not trusted ({_describe(exc)}). "
+            "If the server uses a private or self-signed CA, set ALLOY_CA_BUNDLE to its PEM file.",
         )
 
-    def _lost(self, exc: Exception, rpc_method: str | None, *, timed_out: bool) -> BridgeError:
+    def lost(self, exc: BaseException, rpc_method: str | None, *, timed_out: bool | None = None) -> BridgeError:
+        """The error for a request whose response failed after the remote accepted it.
+
+        A timeout is final; a dropped connection is a `ConnectionDropped` that `retry.py` may resend.
+        """
+        if timed_out is None:
+            timed_out = isinstance(exc, httpx2.TimeoutException)
         what = "did not answer in time" if timed_out else f"dropped the connection ({_describe(exc)})"
+        kind = BridgeError if timed_out else ConnectionDropped
         if not is_idempotent(rpc_method):
-            return BridgeError.of(
+            return kind(
                 BridgeErrorCode.OUTCOME_UNKNOWN,
-                self._clean(f"The remote {what} after receiving {rpc_method}; it may or may not have run, "
-                            "so it was not retried. Check its effect before trying again."),
+                f"The remote {what} after receiving {rpc_method}; it may or may not have run, "
+                "so it was not retried. Check its effect before trying again.",
             )
         code = BridgeErrorCode.REMOTE_TIMEOUT if timed_out else BridgeErrorCode.REMOTE_ERROR
-        return BridgeError.of(code, self._clean(f"The remote {what} while handling {rpc_method or 'the request'}."))
+        return kind(code, f"The remote {what} while handling {rpc_method or 'the request'}.")
 
-    def lost(self, exc: Exception, rpc_method: str | None) -> BridgeError:
-        """The error for a response stream that failed after the remote accepted the request."""
-        if isinstance(exc, EventTooLarge):
-            return BridgeError.of(
-                BridgeErrorCode.MESSAGE_TOO_LARGE,
-                f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
-            )
-        return self._lost(exc, rpc_method, timed_out=isinstance(exc, httpx2.TimeoutException))
-
-    def status_error(
-        self, status: int, detail: str, retry_after: float | None, rpc_method: str | None
-    ) -> BridgeError:
-        """Map an HTTP error status to a message that says what to check."""
-        said = f" Remote said: {detail}" if detail else ""
-        where = self.endpoint.display_url
-        if status == 401:
-            code, text = BridgeErrorCode.AUTH_REJECTED, (
-                f"The remote rejected the credentials (HTTP 401 Unauthorized). Check ALLOY_API_KEY and "
-                f"ALLOY_USER_ID / ALLOY_USER_TOKEN; a token URL expires when its token is regenerated.{said}"
-            )
-        elif status == 403:
-            code, text = BridgeErrorCode.FORBIDDEN, (
-                f"The remote refused {rpc_method or 'the request'} (HTTP 403 Forbidden): the server restricts "
-                f"this action or connector.{said}"
-            )
-        elif status == 404:
-            code, text = BridgeErrorCode.NOT_FOUND, (
-                f"No MCP server at {where} (HTTP 404 Not Found). Check the server id; the server may have been "
-                f"deleted.{said}"
-            )
-        elif status == 413:
-            code = BridgeErrorCode.MESSAGE_TOO_LARGE
-            text = f"The remote refused a message as too large (HTTP 413).{said}"
-        elif status == 429:
-            wait = f" Retry after {retry_after:.0f}s." if retry_after is not None else ""
-            code, text = BridgeErrorCode.RATE_LIMITED, (
-                f"The remote is rate limiting requests (HTTP 429 Too Many Requests) and the bridge's retry budget "
-                f"is spent.{wait}{said}"
-            )
-        elif status in (502, 503, 504):
-            wait = f" Retry after {retry_after:.0f}s." if retry_after is not None else ""
-            code, text = BridgeErrorCode.REMOTE_UNAVAILABLE, (
-                f"The remote is temporarily unavailable (HTTP {status}).{wait}{said}"
-            )
-        elif status == 405 or status == 406 or status == 415:
-            code, text = BridgeErrorCode.BAD_RESPONSE, (
-                f"{where} did not accept an MCP request (HTTP {status}); is it a Streamable HTTP MCP endpoint?{said}"
-            )
-        else:
-            code, text = BridgeErrorCode.REMOTE_ERROR, f"The remote failed with HTTP {status}.{said}"
-        return BridgeError.of(code, self._clean(text), http_status=status, retry_after=retry_after)
+    def too_large(self) -> BridgeError:
+        return BridgeError(
+            BridgeErrorCode.MESSAGE_TOO_LARGE,
+            f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
+        )
 
 
 def _is_tls_failure(exc: Exception) -> bool:
@@ -374,10 +348,6 @@ def _describe(exc: BaseException) -> str:
     return text[:200]
 
 
-# Non-2xx statuses whose JSON-RPC error body is the remote's real answer (others get the bridge's own message).
-_PASS_THROUGH_STATUSES = frozenset({400, 404, 405, 406, 409, 415, 422})
-
-
 def _forgot_session(status: int, rpc_error: dict[str, Any] | None) -> bool:
     """Whether an error to a request that carried a session id means "I do not know that session".
 
@@ -392,23 +362,26 @@ def _forgot_session(status: int, rpc_error: dict[str, Any] | None) -> bool:
 
 
 async def _read_some(response: httpx2.Response, limit: int = 65536) -> bytes:
-    """The first bytes of an error response's body (enough for any JSON-RPC error)."""
-    raw = b""
-    try:
-        async for chunk in response.aiter_bytes():
-            raw += chunk
-            if len(raw) >= limit:
-                break
-    except httpx2.HTTPError:
-        pass
-    return raw[:limit]
+    """The first bytes of an error response's body (enough for any JSON-RPC error), read for a bounded time."""
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(5.0):
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
+        except httpx2.HTTPError:
+            pass
+    return b"".join(chunks)[:limit]
 
 
 def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
-    """The `error` object of a JSON-RPC error body, or None."""
+    """The `error` object of a strict-JSON JSON-RPC error body, or None."""
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = decode_value(raw)
+    except NotJson:
         return None
     if isinstance(body, dict) and body.get("jsonrpc") == "2.0" and isinstance(body.get("error"), dict):
         error = body["error"]
@@ -417,20 +390,20 @@ def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _error_detail(raw: bytes, limit: int = 2048) -> str:
-    """The remote's own explanation of an error status (JSON `error`/`message` or text), shortened."""
+def _error_detail(raw: bytes, limit: int = 8192) -> str:
+    """The remote's own explanation of an error status (JSON `error`/`message` or text), uncut."""
     text = raw[:limit].decode("utf-8", "replace").strip()
     if not text:
         return ""
-    with contextlib.suppress(ValueError):
-        body: Any = json.loads(text)
+    with contextlib.suppress(NotJson):
+        body: Any = decode_value(raw[:limit])
         if isinstance(body, dict):
             err = body.get("error")
             if isinstance(err, dict):
-                return str(err.get("message") or err)[:300]
+                return str(err.get("message") or err)
             for key in ("error_description", "message", "error", "detail"):
                 if isinstance(body.get(key), str):
-                    return body[key][:300]
+                    return str(body[key])
     if text.startswith("<"):
         return ""  # an HTML error page says nothing useful on one line
-    return " ".join(text.split())[:300]
+    return " ".join(text.split())

@@ -13,10 +13,12 @@ secret learned at run time (a rotated user token) joins it for both at once.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 REDACTED = "***"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,6 +42,21 @@ class SecretList:
     def redact(self, text: str) -> str:
         return redact(text, self.values)
 
+    def redact_value(self, value: Any) -> Any:
+        """A JSON value with every secret redacted in every string (keys included)."""
+        if not self.values:
+            return value
+        if isinstance(value, str):
+            return redact(value, self.values)
+        if isinstance(value, list):
+            return [self.redact_value(item) for item in value]
+        if isinstance(value, dict):
+            return {self.redact_value(key): self.redact_value(item) for key, item in value.items()}
+        return value
+
+    def __repr__(self) -> str:
+        return f"SecretList({len(self.values)} values)"
+
 
 class RedactingFormatter(logging.Formatter):
     """A formatter that replaces every known secret in the finished text with `***`."""
@@ -52,8 +69,30 @@ class RedactingFormatter(logging.Formatter):
     def secrets(self) -> tuple[str, ...]:
         return self._secrets.values
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # The message may carry the remote's words: a line break in them must not forge a log line.
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         return self._secrets.redact(super().format(record))
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters and line separators written as escapes (`\\n`, `\\x1b`), so text from outside
+    can neither forge a log line nor drive a terminal."""
+    if _CONTROLS.search(text) is None:
+        return text
+    return _CONTROLS.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

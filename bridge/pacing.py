@@ -9,12 +9,31 @@ window to free up before sending is kinder to both sides.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 
 import anyio
 
-logger = logging.getLogger("bridge.pacing")
+logger = logging.getLogger(__name__)
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*(s|sec|second|m|min|minute|h|hour)?\s*$")
+_PERIOD_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate_limit(text: str) -> tuple[int, float] | None:
+    """`100/min` -> (100, 60.0); None when malformed or not positive."""
+    match = _RATE.match(text)
+    if match is None:
+        return None
+    count, amount, unit = int(match[1]), match[2], match[3] or "s"
+    if not amount and not match[3]:
+        return None
+    try:
+        seconds = (float(amount) if amount else 1.0) * _PERIOD_SECONDS[unit]
+    except ValueError:
+        return None
+    return (count, seconds) if count > 0 and seconds > 0 else None
 
 
 class Pacer:

@@ -1,7 +1,7 @@
 """The relay: pumps JSON-RPC between the desktop (stdio) and the remote (an `Upstream`).
 
-It reads each line from stdin, parses it once to learn its kind, id and method,
-and forwards the original bytes. It intercepts only what it must:
+It reads each line from stdin, reads its envelope once (kind, id, method), and
+forwards the original bytes. It intercepts only what it must:
 
 - malformed lines get a JSON-RPC parse error (-32700, id null) and the bridge
   keeps serving; valid JSON that is not JSON-RPC gets -32600;
@@ -11,8 +11,13 @@ and forwards the original bytes. It intercepts only what it must:
 - every request is entered in the in-flight table so that it is answered
   exactly once, and an answer the remote sends for an unknown id is dropped.
 
-At stdin EOF (or SIGTERM) it ends the remote session and returns promptly,
-even with calls in flight.
+Everything written to stdout passes one door (`_write`) and is strict JSON.
+Every error written — the bridge's own and the remote's — is redacted there,
+whole (message and data), with every secret the bridge knows: no path can skip
+it. Results and notifications are the remote's business and pass unchanged.
+
+At stdin EOF (or SIGTERM) it answers what is still in flight, ends the remote
+session and returns promptly.
 """
 
 from __future__ import annotations
@@ -28,22 +33,24 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from bridge.contracts import Sink, Upstream
 from bridge.errors import (
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     BridgeError,
     BridgeErrorCode,
-    bridge_error_line,
-    error_line,
+    RemoteFailure,
 )
 from bridge.inflight import DuplicateRequestId, InFlightTable, Pending
-from bridge.messages import InvalidMessage, Kind, Message, RequestId, classify, dumps, parse
+from bridge.logs import SecretList
+from bridge.messages import InvalidMessage, Kind, Message, NotJson, RequestId, build_answer, decode_messages, dumps
 from bridge.policy import ToolPolicy
+from bridge.retry import is_idempotent
 from bridge.stdio import OversizedLine, StdioChannel, StdoutClosed
+from bridge.transports import Sink, Upstream
 
-logger = logging.getLogger("bridge.relay")
+logger = logging.getLogger(__name__)
 
 # At stdin EOF the desktop is leaving; the SDK's stdio client kills the process 2 s after closing stdin.
 ANSWER_GRACE = 0.7  # seconds for answers already on their way to reach stdout
@@ -58,9 +65,11 @@ class Relay(Sink):
         channel: StdioChannel,
         make_upstream: Callable[[Sink], Upstream],
         policy: ToolPolicy | None = None,
+        secrets: SecretList | None = None,
     ) -> None:
         self.channel = channel
         self.policy = policy or ToolPolicy()
+        self.secrets = secrets or SecretList()
         self.inflight = InFlightTable()
         self.upstream = make_upstream(self)
         self._stdout_closed = False
@@ -77,20 +86,29 @@ class Relay(Sink):
                         await self._on_line(line)
                 except StdoutClosed:
                     pass
+            await self._finish()
+            tg.cancel_scope.cancel()
+
+    async def _finish(self) -> None:
+        """Answers on their way get a moment; what is left is answered by the bridge; the session ends."""
+        with anyio.CancelScope(shield=True):
             if self.inflight and not self._stdout_closed:
                 deadline = time.monotonic() + ANSWER_GRACE
                 while self.inflight and time.monotonic() < deadline:
                     await anyio.sleep(0.01)
-            if self.inflight:
-                logger.info("shutting down; %d request(s) still in flight are abandoned", len(self.inflight))
+            abandoned = self.inflight.drain()
+            if abandoned:
+                logger.info("shutting down; %d request(s) still in flight are answered with an error",
+                            len(abandoned))
             else:
                 logger.info("the desktop disconnected; shutting down")
-            self.inflight.drain()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE):
+            for pending in abandoned:
+                if not pending.cancelled:
+                    await self._write_error(pending.id, _abandoned(pending).error_object())
+            with anyio.move_on_after(SHUTDOWN_GRACE):
                 await self.upstream.aclose()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(0.3):
+            with anyio.move_on_after(0.3):
                 await self.channel.flush()
-            tg.cancel_scope.cancel()
 
     async def _watch_signals(self) -> None:
         """SIGTERM, SIGINT and SIGHUP end the session cleanly, like stdin EOF (POSIX only)."""
@@ -113,66 +131,60 @@ class Relay(Sink):
     async def _on_line(self, line: bytes | OversizedLine) -> None:
         if isinstance(line, OversizedLine):
             logger.warning("dropped a %d-byte message from the desktop: over ALLOY_MAX_MESSAGE_BYTES", line.size)
-            error = BridgeError.of(
+            error = BridgeError(
                 BridgeErrorCode.MESSAGE_TOO_LARGE,
                 f"A message of {line.size} bytes exceeds the bridge's limit (ALLOY_MAX_MESSAGE_BYTES).",
             )
-            await self._write(bridge_error_line(_id_from_head(line.head), error))
+            await self._write_error(_id_from_head(line.head), error.error_object())
             return
         try:
-            body = parse(line)
-        except ValueError as exc:
-            logger.warning("malformed line from the desktop (%d bytes): %s", len(line), type(exc).__name__)
-            await self._write(error_line(None, PARSE_ERROR, "Parse error: the line is not valid JSON."))
+            items, batch = decode_messages(line)
+        except NotJson as exc:
+            logger.warning("malformed line from the desktop (%d bytes): %s", len(line), exc)
+            await self._write_error(None, {"code": PARSE_ERROR, "message": "Parse error: the line is not valid JSON."})
             return
-        if isinstance(body, list):
-            if not body:
-                await self._write(error_line(None, INVALID_REQUEST, "Invalid request: empty batch."))
-            for item in body:
-                await self._on_item(item, None)
-            return
-        await self._on_item(body, line)
+        if batch and not items:
+            await self._write_error(None, {"code": INVALID_REQUEST, "message": "Invalid request: empty batch."})
+        for item in items:
+            if isinstance(item, InvalidMessage):
+                await self._write_error(item.request_id, {"code": INVALID_REQUEST,
+                                                          "message": f"Invalid request: {item}."})
+            else:
+                await self._on_message(item)
 
-    async def _on_item(self, body: Any, raw: bytes | None) -> None:
-        try:
-            message = classify(body, raw)
-        except InvalidMessage as exc:
-            await self._write(error_line(exc.request_id, INVALID_REQUEST, f"Invalid request: {exc}."))
-            return
+    async def _on_message(self, message: Message) -> None:
         if message.kind is Kind.REQUEST:
             await self._on_request(message)
-        elif message.is_answer and message.id is None:
-            logger.warning("the desktop reported an error without an id: %s", _short(message.body.get("error")))
-        else:
-            if message.method == "notifications/cancelled":
-                self._mark_cancelled(message)
-            await self.upstream.send(message, None)
+            return
+        if message.method == "notifications/cancelled":
+            self._mark_cancelled(message)
+        self.upstream.send(message, None)
 
     async def _on_request(self, message: Message) -> None:
         assert message.id is not None and message.method is not None
         if message.method == "server/discover":
-            await self._write(error_line(
-                message.id, METHOD_NOT_FOUND,
-                "Method not found: server/discover. This bridge speaks the initialize handshake.",
-            ))
+            await self._write_error(message.id, {
+                "code": METHOD_NOT_FOUND,
+                "message": "Method not found: server/discover. This bridge speaks the initialize handshake.",
+            })
             return
         if message.method == "tools/call" and self.policy.active:
             name = message.params.get("name")
             if not isinstance(name, str) or not self.policy.permits(name):
-                error = BridgeError.of(BridgeErrorCode.TOOL_BLOCKED,
-                                       f"Tool {name!r} is blocked by the bridge's tool policy.")
-                await self._write(bridge_error_line(message.id, error))
+                error = BridgeError(BridgeErrorCode.TOOL_BLOCKED,
+                                    f"Tool {name!r} is blocked by the bridge's tool policy.")
+                await self._write_error(message.id, error.error_object())
                 return
         pending = Pending(message)
         try:
             self.inflight.add(pending)
         except DuplicateRequestId:
-            await self._write(error_line(
-                message.id, INVALID_REQUEST,
-                f"Invalid request: id {message.id!r} is already used by a request in flight.",
-            ))
+            await self._write_error(message.id, {
+                "code": INVALID_REQUEST,
+                "message": f"Invalid request: id {message.id!r} is already used by a request in flight.",
+            })
             return
-        await self.upstream.send(message, pending)
+        self.upstream.send(message, pending)
 
     def _mark_cancelled(self, message: Message) -> None:
         request_id = message.params.get("requestId")
@@ -185,30 +197,68 @@ class Relay(Sink):
     async def deliver(self, message: Message) -> None:
         """Forward one message from the remote; answers only for requests still in flight."""
         if message.is_answer:
-            if message.id is None:
-                logger.warning("the remote reported an error without an id: %s", _short(message.body.get("error")))
+            if message.id is None:  # the remote could not attribute an error to a request (its parse error)
+                logger.warning("the remote reported an error without an id: %s", _short(message.error))
+                await self._write_error(None, message.error, raw=message.raw)
                 return
             pending = self.inflight.answer(message.id)
             if pending is None:
                 logger.warning("dropped an answer from the remote for unknown request id %r", message.id)
                 return
-            if pending.method == "tools/list" and self.policy.active and message.kind is Kind.RESPONSE:
-                body = {**message.body, "result": self.policy.filter_tools_result(message.body.get("result"))}
-                message = classify(body, dumps(body))
+            if message.kind is Kind.ERROR:
+                await self._write_error(pending.id, message.error, raw=message.raw)
+                return
+            if pending.method == "tools/list" and self.policy.active:
+                await self._write_filtered_tools(pending, message)
+                return
         await self._write(message.raw, newline=True)
 
-    async def fail(self, pending: Pending, error: BridgeError) -> None:
-        """Answer a request with the bridge's error, unless it was already answered."""
+    async def fail(self, pending: Pending, failure: RemoteFailure) -> None:
+        """Answer a request with the error `failure` stands for, unless it was already answered."""
         if not self.inflight.settle(pending):
             return
         if pending.cancelled:
-            logger.debug("%s %r ended after cancellation: %s", pending.method, pending.id, error.message)
+            logger.debug("%s %r ended after cancellation: %s", pending.method, pending.id, failure.reason)
             return
-        logger.warning("%s (id %r) failed: %s", pending.method, pending.id, error.message)
-        await self._write(bridge_error_line(pending.id, error))
+        logger.warning("%s (id %r) failed: %s", pending.method, pending.id, failure.reason)
+        await self._write_error(pending.id, failure.error_object())
 
     def is_open(self, pending: Pending) -> bool:
         return self.inflight.get(pending.id) is pending
+
+    async def _write_filtered_tools(self, pending: Pending, message: Message) -> None:
+        try:
+            filtered = build_answer(pending.id, result=self.policy.filter_tools_result(message.result))
+        except (ValueError, InvalidMessage):
+            error = BridgeError(BridgeErrorCode.BAD_RESPONSE,
+                                "The remote's tools/list result cannot be written as strict JSON.")
+            await self._write_error(pending.id, error.error_object())
+            return
+        await self._write(filtered.raw, newline=True)
+
+    # --- the one door to stdout ------------------------------------------------------------------
+
+    async def _write_error(self, request_id: RequestId | None, error: Any, *, raw: bytes | None = None) -> None:
+        """An error answer, redacted whole; never raises (this runs inside every error path)."""
+        try:
+            line = self._error_line(request_id, error, raw)
+        except Exception:  # noqa: BLE001 - whatever went wrong, the desktop still gets an answer
+            logger.exception("could not write an error answer for id %r", request_id)
+            line = _plain_error_line(request_id)
+        await self._write(line, newline=True)
+
+    def _error_line(self, request_id: RequestId | None, error: Any, raw: bytes | None) -> bytes:
+        clean = _well_formed(error)
+        redacted = self.secrets.redact_value(clean)
+        if raw is not None and redacted == error:
+            return raw  # nothing to hide and already strict JSON: the remote's bytes as they came
+        try:
+            return dumps({"jsonrpc": "2.0", "id": request_id, "error": redacted})
+        except ValueError:  # NaN or Infinity in the remote's error data
+            refused = BridgeError(BridgeErrorCode.BAD_RESPONSE,
+                                  "The remote's error answer cannot be written as strict JSON; it was refused. "
+                                  f"It said: {self.secrets.redact(str(clean.get('message')))[:300]}")
+            return dumps({"jsonrpc": "2.0", "id": request_id, "error": refused.error_object()})
 
     async def _write(self, data: bytes, *, newline: bool = False) -> None:
         if self._stdout_closed:
@@ -218,6 +268,35 @@ class Relay(Sink):
         except StdoutClosed:
             self._stdout_closed = True
             self._request_stop()
+
+
+def _well_formed(error: Any) -> dict[str, Any]:
+    """A JSON-RPC error object with an integer code and a string message, whatever the remote sent."""
+    if not isinstance(error, dict):
+        return {"code": INTERNAL_ERROR, "message": "The remote sent a malformed error."}
+    code, message = error.get("code"), error.get("message")
+    if isinstance(code, int) and not isinstance(code, bool) and isinstance(message, str):
+        return error
+    fixed = dict(error)
+    if not isinstance(code, int) or isinstance(code, bool):
+        fixed["code"] = INTERNAL_ERROR
+    if not isinstance(message, str):
+        fixed["message"] = str(message)
+    return fixed
+
+
+def _plain_error_line(request_id: RequestId | None) -> bytes:
+    safe_id = request_id if isinstance(request_id, int) else None
+    return json.dumps({"jsonrpc": "2.0", "id": safe_id, "error": {
+        "code": INTERNAL_ERROR, "message": "Internal bridge error; see the bridge's log."}}).encode()
+
+
+def _abandoned(pending: Pending) -> BridgeError:
+    """The answer to a request still in flight when the desktop leaves."""
+    what = f"The bridge is shutting down (its input closed) before the remote answered {pending.method}"
+    if is_idempotent(pending.method):
+        return BridgeError(BridgeErrorCode.REMOTE_UNAVAILABLE, f"{what}.")
+    return BridgeError(BridgeErrorCode.OUTCOME_UNKNOWN, f"{what}; it may or may not have run.")
 
 
 _ID_IN_HEAD = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,19})\s*[,}]')

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import _FLAGS, parse_args
-from bridge.settings import SETTINGS, BridgeSettings, ConfigError, env_name, flag_name, load_settings, resolve_endpoint
+from bridge.cli import parse_args
+from bridge.endpoint import resolve_endpoint
+from bridge.settings import BridgeSettings, ConfigError, describe, env_name, flag_name, is_flag, load_settings
 from tests.conftest import ROOT
 
 SECRET_KEY = "sk_CONFIGSECRET_a1b2c3"
@@ -177,14 +178,27 @@ def test_config_error_message_names_env_var_and_flag():
     assert str(caught.value).startswith("ALLOY_MCP_URL (--mcp-url): ")
 
 
-def test_every_setting_has_a_flag_a_readme_row_and_a_description():
+def test_readme_configuration_table_is_the_settings_model():
+    """One table of settings: README's rows are the model's fields, descriptions and defaults, in order."""
     readme = (ROOT / "README.md").read_text()
-    fields = set(BridgeSettings.model_fields)
-    assert {name for name, _, _ in _FLAGS} == fields
-    assert {name for name, _, _ in SETTINGS} == fields
-    for name in fields:
-        assert f"`{env_name(name)}`" in readme, name
-        assert f"`{flag_name(name)}`" in readme, name
+    rows = [line for line in readme.splitlines() if line.startswith("| `ALLOY_")]
+    expected = []
+    for name in BridgeSettings.model_fields:
+        description, shown_default, _ = describe(name)
+        assert description, name
+        expected.append(f"| `{env_name(name)}` | `{flag_name(name)}` | {_shown(shown_default)} | {description} |")
+    assert rows == expected
+
+
+def _shown(default: str) -> str:
+    return default if default in ("—", "off", "system store") else f"`{default}`"
+
+
+def test_every_setting_is_a_cli_flag():
+    for name in BridgeSettings.model_fields:
+        value = [] if is_flag(name) else ["x"]
+        _, overrides, _ = parse_args([flag_name(name), *value])
+        assert name in overrides
 
 
 def test_cli_flags_become_overrides():
@@ -196,7 +210,7 @@ def test_cli_flags_become_overrides():
 
 
 def test_rate_limit_forms():
-    from bridge.settings import parse_rate_limit
+    from bridge.pacing import parse_rate_limit
 
     assert parse_rate_limit("100/min") == (100, 60.0)
     assert parse_rate_limit("5/2s") == (5, 2.0)

@@ -110,7 +110,7 @@ async def test_answer_for_an_unknown_id_is_dropped_and_the_request_still_fails_c
         ping = await bridge.request(6, "ping")
     assert answer["error"]["code"] == OUTCOME_UNKNOWN
     assert ping["result"] == {}
-    assert "unknown request id 'not-yours'" in bridge.stderr
+    assert "dropped an answer for request id 'not-yours'" in bridge.stderr
 
 
 async def test_ten_megabyte_result(remote, tmp_path):

@@ -16,13 +16,14 @@ from typing import Any
 import anyio
 
 from bridge import __version__
-from bridge.connect import make_upstream
-from bridge.errors import BridgeError
+from bridge.endpoint import Endpoint
+from bridge.errors import BridgeError, RemoteFailure
 from bridge.http import remote_http
 from bridge.inflight import InFlightTable, Pending
 from bridge.logs import SecretList, configure_logging
-from bridge.messages import Message, build_notification, build_request
-from bridge.settings import BridgeSettings, Endpoint
+from bridge.messages import Kind, Message, build_notification, build_request
+from bridge.settings import BridgeSettings
+from bridge.transports import Upstream, make_upstream
 
 _PROTOCOL_VERSION = "2025-11-25"
 
@@ -32,7 +33,7 @@ class _Collector:
 
     def __init__(self) -> None:
         self.inflight = InFlightTable()
-        self.answers: dict[Any, Message | BridgeError] = {}
+        self.answers: dict[Any, Message | RemoteFailure] = {}
         self.arrived = anyio.Event()
 
     async def deliver(self, message: Message) -> None:
@@ -40,28 +41,29 @@ class _Collector:
             self.answers[message.id] = message
             self.arrived.set()
 
-    async def fail(self, pending: Pending, error: BridgeError) -> None:
+    async def fail(self, pending: Pending, failure: RemoteFailure) -> None:
         if self.inflight.settle(pending):
-            self.answers[pending.id] = error
+            self.answers[pending.id] = failure
             self.arrived.set()
 
     def is_open(self, pending: Pending) -> bool:
         return self.inflight.get(pending.id) is pending
 
-    async def ask(self, upstream: Any, message: Message) -> dict[str, Any]:
+    async def ask(self, upstream: Upstream, message: Message) -> dict[str, Any]:
         pending = Pending(message)
         self.inflight.add(pending)
-        await upstream.send(message, pending)
+        upstream.send(message, pending)
         while pending.id not in self.answers:
-            self.arrived = anyio.Event()
-            await self.arrived.wait()
-        answer: Message | BridgeError = self.answers.pop(pending.id)
-        if isinstance(answer, BridgeError):
-            raise answer
-        if "error" in answer.body:
-            error = answer.body["error"]
-            raise BridgeError(int(error.get("code", 0)), str(error.get("message")))
-        result = answer.body.get("result")
+            arrived = self.arrived = anyio.Event()
+            await arrived.wait()
+        answer = self.answers.pop(pending.id)
+        if isinstance(answer, RemoteFailure):
+            error = answer.error_object()
+            raise BridgeError(int(error.get("code", 0)), str(error.get("message")),
+                              hint=(error.get("data") or {}).get("hint"))
+        if answer.kind is Kind.ERROR:
+            raise BridgeError(int(answer.error.get("code", 0)), str(answer.error.get("message")), hint="")
+        result = answer.result
         return result if isinstance(result, dict) else {}
 
 
@@ -89,7 +91,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                 info = result.get("serverInfo") or {}
                 say(f"ok   initialize: {info.get('name', '?')} {info.get('version', '')} speaks protocol "
                      f"{result.get('protocolVersion')} ({(time.perf_counter() - started) * 1000:.0f} ms)")
-                await upstream.send(build_notification("notifications/initialized"), None)
+                upstream.send(build_notification("notifications/initialized"), None)
                 names: list[str] = []
                 cursor = None
                 for page in range(1, 101):
@@ -104,7 +106,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                 return True
             except BridgeError as error:
                 say(f"FAIL {error.message}")
-                hint = error.data.get("hint")
+                hint = error.hint
                 if hint:
                     say(f"     {hint}")
                 return False

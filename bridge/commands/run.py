@@ -10,14 +10,14 @@ from typing import Any
 import anyio
 
 from bridge import __version__
-from bridge.connect import make_upstream
-from bridge.contracts import Sink, Upstream
-from bridge.http import remote_http
+from bridge.endpoint import Endpoint, resolve_endpoint
+from bridge.http import check_network_settings, remote_http
 from bridge.logs import SecretList, configure_logging
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay
-from bridge.settings import BridgeSettings, ConfigError, Endpoint, load_settings, resolve_endpoint
+from bridge.settings import BridgeSettings, ConfigError, load_settings
 from bridge.stdio import StdioChannel
+from bridge.transports import Sink, Upstream, make_upstream
 
 logger = logging.getLogger("bridge")
 
@@ -29,6 +29,7 @@ def load_configuration(overrides: dict[str, Any], env_file: str | None) -> tuple
     try:
         settings = load_settings(overrides, env_file=env_file)
         endpoint = resolve_endpoint(settings)
+        check_network_settings(settings)
         if settings.log_file is not None:
             settings.log_file.parent.mkdir(parents=True, exist_ok=True)
             settings.log_file.open("a").close()
@@ -68,5 +69,6 @@ async def serve(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLis
 
         channel = StdioChannel(settings.max_message_bytes)
         async with channel.open():
-            relay = Relay(channel, make, ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools))
+            relay = Relay(channel, make, ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools),
+                          secrets)
             await relay.run()

@@ -20,6 +20,8 @@ the handshake era the desktop speaks:
   `subscriptions/listen` stream, re-opened when the subscriptions change;
 - `notifications/cancelled` closes the request's response stream (the 2026
   spelling of cancellation);
+- every wait is bounded: a request to the desktop unanswered after
+  `ALLOY_READ_TIMEOUT` fails the tool call that needed it;
 - fields the desktop's revision does not have (`resultType`, `ttlMs`, `cacheScope`,
   the server-info and subscription-id stamps in `_meta`) are stripped.
 
@@ -29,22 +31,22 @@ when a remote turns out to need this adapter.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Any
 
 import anyio
 import anyio.abc
-import httpx2
 
-from bridge.contracts import Sink, TaskHost
-from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode
-from bridge.http import ConnectionDropped, RemoteHttp, RemoteRpcError
+from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode, RemoteFailure, RemoteRpcError, bad_response
+from bridge.http import RemoteHttp
 from bridge.inflight import Pending
-from bridge.messages import Kind, Message, classify, dumps
-from bridge.responses import ResponseReader, reason, rpc_error_answer
+from bridge.messages import InvalidMessage, Kind, Message, build_answer, build_request
+from bridge.retry import Backoff
+from bridge.transports.base import Sink, TaskHost
+from bridge.transports.replies import Replies, result_of
+from bridge.transports.responses import ResponseReader
 
-logger = logging.getLogger("bridge.modern")
+logger = logging.getLogger(__name__)
 
 MODERN_VERSION = "2026-07-28"
 _MAX_INPUT_ROUNDS = 8
@@ -62,8 +64,7 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _code(answer: Message) -> int | None:
-    error = answer.body.get("error")
-    code = error.get("code") if isinstance(error, dict) else None
+    code = answer.error.get("code")
     return code if isinstance(code, int) else None
 
 
@@ -76,7 +77,7 @@ def modern_versions_offered(refusal: RemoteRpcError) -> list[str]:
     return [v for v in supported or [] if isinstance(v, str) and v >= MODERN_VERSION]
 
 
-class ModernUpstream(TaskHost):
+class StatelessUpstream(TaskHost):
     """Serves a handshake-era desktop from a 2026-07-28-only remote (see module docstring)."""
 
     def __init__(self, http: RemoteHttp, sink: Sink, version: str = MODERN_VERSION) -> None:
@@ -110,9 +111,9 @@ class ModernUpstream(TaskHost):
         self._listen_scope: anyio.CancelScope | None = None
         self._listening = False
         self._running: dict[Any, anyio.CancelScope] = {}
-        self._asks: dict[str, tuple[anyio.Event, list[Message]]] = {}
+        self._own = Replies()
+        self._asks = Replies("input")
         self._header_maps: dict[str, Any] = {}
-        self._ids = itertools.count(1)
 
     async def aclose(self) -> None:
         """Nothing to end on the remote: 2026-07-28 has no sessions."""
@@ -120,37 +121,32 @@ class ModernUpstream(TaskHost):
 
     # --- the desktop's messages ----------------------------------------------------------------
 
-    async def send(self, message: Message, pending: Pending | None) -> None:
+    def send(self, message: Message, pending: Pending | None) -> None:
         if pending is None:
             self._one_way(message)
             return
-        assert self._tg is not None
         method = pending.method
         if method == "initialize":
-            self._tg.start_soon(self._guard, pending, self.answer_initialize)
+            self.spawn_request(pending, self._cancellable, self.answer_initialize)
         elif method == "ping":
-            await self._answer(pending, {})
+            self.spawn_request(pending, self._answer, {})
         elif method == "logging/setLevel":
             level = message.params.get("level")
             self._log_level = level if isinstance(level, str) else None
-            await self._answer(pending, {})
+            self.spawn_request(pending, self._answer, {})
         elif method in ("resources/subscribe", "resources/unsubscribe"):
             uri = message.params.get("uri")
             if isinstance(uri, str):
                 (self._subscriptions.add if method == "resources/subscribe" else self._subscriptions.discard)(uri)
                 self._relisten()
-            await self._answer(pending, {})
+            self.spawn_request(pending, self._answer, {})
         else:
-            self._tg.start_soon(self._guard, pending, self._forward)
+            self.spawn_request(pending, self._cancellable, self._forward)
 
     def _one_way(self, message: Message) -> None:
         """Notifications have no 2026 HTTP spelling; answers settle the bridge's own questions."""
         if message.is_answer:
-            waiter = self._asks.pop(message.id, None) if isinstance(message.id, str) else None
-            if waiter is not None:
-                waiter[1].append(message)
-                waiter[0].set()
-            else:
+            if not self._asks.resolve(message):
                 logger.debug("dropped an answer from the desktop for unknown id %r", message.id)
             return
         if message.method == "notifications/cancelled":
@@ -160,29 +156,23 @@ class ModernUpstream(TaskHost):
             return
         logger.debug("%s has no 2026-07-28 equivalent; not forwarded", message.method)
 
-    async def _guard(self, pending: Pending, handler: Any) -> None:
-        """Run one request's handler; every failure ends as an answer to that request."""
+    async def _cancellable(self, pending: Pending, handler: Any) -> None:
+        """Run one request's handler so that the desktop's `notifications/cancelled` can end it."""
         with anyio.CancelScope() as scope:
             self._running[pending.id] = scope
             try:
                 await handler(pending)
-            except RemoteRpcError as refused:
-                await self.sink.deliver(rpc_error_answer(pending, refused.error))
-            except BridgeError as error:
-                await self.sink.fail(pending, error)
-            except ConnectionDropped as dropped:
-                await self.sink.fail(pending, dropped.error)
-            except Exception:
-                logger.exception("internal error while handling %s", pending.method)
-                await self.sink.fail(pending, BridgeError(INTERNAL_ERROR, "Internal bridge error; see its log."))
             finally:
                 self._running.pop(pending.id, None)
         if scope.cancelled_caught:
-            await self.sink.fail(pending, BridgeError.of(BridgeErrorCode.REMOTE_ERROR, "Cancelled by the desktop."))
+            raise BridgeError(BridgeErrorCode.REMOTE_ERROR, "Cancelled by the desktop.")
 
     async def _answer(self, pending: Pending, result: dict[str, Any]) -> None:
-        body = {"jsonrpc": "2.0", "id": pending.id, "result": result}
-        await self.sink.deliver(classify(body, dumps(body)))
+        try:
+            answer = build_answer(pending.id, result=result)
+        except (ValueError, InvalidMessage):
+            raise bad_response(f"The remote's answer to {pending.method} cannot be written as strict JSON.") from None
+        await self.sink.deliver(answer)
 
     # --- initialize --------------------------------------------------------------------------
 
@@ -240,26 +230,26 @@ class ModernUpstream(TaskHost):
     async def _forward(self, pending: Pending) -> None:
         """Send a desktop request; fulfil `input_required` rounds; deliver the final answer."""
         method = pending.method
-        params = self._envelope(pending.message.params)
-        original = dict(params)
+        original = self._envelope(pending.message.params)
+        params = original
         relisted = False
         for _ in range(_MAX_INPUT_ROUNDS):
             answer = await self._exchange(pending.id, method, params)
             if answer.kind is Kind.ERROR and _code(answer) == _HEADER_MISMATCH and not relisted:
-                # The tool's Mcp-Param-* headers are unknown or stale: learn them and send again (it did not run).
+                # The tool's Mcp-Param-* headers are unknown or stale: learn them and send the same round
+                # again (it did not run), with this round's input responses and request state.
                 relisted = True
                 await self._relearn_tools()
-                answer = await self._exchange(pending.id, method, self._envelope(pending.message.params))
+                answer = await self._exchange(pending.id, method, params)
             if answer.kind is Kind.ERROR:
                 await self.sink.deliver(answer)
                 return
-            result = answer.body.get("result")
+            result = answer.result
             result = result if isinstance(result, dict) else {}
             if result.get("resultType") != "input_required":
                 if method == "tools/list":
                     self._learn_tool_headers(result)
-                body = {"jsonrpc": "2.0", "id": pending.id, "result": self._for_desktop(result)}
-                await self.sink.deliver(classify(body, dumps(body)))
+                await self._answer(pending, self._for_desktop(result))
                 return
             responses: dict[str, Any] = {}
             for key, request in _object(result.get("inputRequests")).items():
@@ -269,58 +259,46 @@ class ModernUpstream(TaskHost):
                 params["inputResponses"] = responses
             if result.get("requestState") is not None:
                 params["requestState"] = result["requestState"]
-        raise BridgeError.of(
-            BridgeErrorCode.BAD_RESPONSE,
-            f"The remote asked for input more than {_MAX_INPUT_ROUNDS} times for {method}; giving up.",
-        )
+        raise bad_response(f"The remote asked for input more than {_MAX_INPUT_ROUNDS} times for {method}; giving up.")
 
     async def _ask_desktop(self, request: Any) -> dict[str, Any]:
-        """Turn one input request into a real request to the desktop and wait for its answer."""
+        """Turn one input request into a real request to the desktop and wait (bounded) for its answer."""
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            raise BridgeError.of(BridgeErrorCode.BAD_RESPONSE, "The remote sent a malformed input request.")
-        request_id = f"alloy-mcp-bridge-input-{next(self._ids)}"
-        done: anyio.Event = anyio.Event()
-        box: list[Message] = []
-        self._asks[request_id] = (done, box)
-        body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": request["method"]}
-        if isinstance(request.get("params"), dict):
-            body["params"] = request["params"]
+            raise bad_response("The remote sent a malformed input request.")
+        params = request.get("params") if isinstance(request.get("params"), dict) else None
         try:
-            await self.sink.deliver(classify(body, dumps(body)))
-            await done.wait()
-        finally:
-            self._asks.pop(request_id, None)
-        answer = box[0]
+            question = build_request(self._asks.new_id(), request["method"], params)
+        except (ValueError, InvalidMessage):
+            raise bad_response("The remote sent an input request that cannot be written as strict JSON.") from None
+        assert question.id is not None
+        with self._asks.expect(question.id) as reply:
+            await self.sink.deliver(question)
+            answer = await reply.wait(self.http.read_timeout, f"the desktop's {request['method']}")
         if answer.kind is Kind.ERROR:
-            error = answer.body["error"]
+            error = answer.error
             raise RemoteRpcError({"code": error.get("code", INTERNAL_ERROR),
-                                  "message": f"The desktop refused {request['method']}: {error.get('message')}"}, 200)
-        result = answer.body.get("result")
+                                  "message": f"The desktop refused {request['method']}: {error.get('message')}"})
+        result = answer.result
         return result if isinstance(result, dict) else {}
 
-    async def _exchange(
-        self, request_id: Any, method: str, params: dict[str, Any], timeout: httpx2.Timeout | None = None
-    ) -> Message:
+    async def _exchange(self, request_id: Any, method: str, params: dict[str, Any], *, quiet: bool = False) -> Message:
         """POST one request; forward the notifications that stream before its answer; return the answer."""
-        body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        request = classify(body, dumps(body))
+        try:
+            request = build_request(request_id, method, params)
+        except (ValueError, InvalidMessage):
+            raise bad_response(f"The request {method} cannot be written as strict JSON.") from None
         headers = self._headers(method, params)
         try:
             async with self.http.open("POST", body=request.raw, headers=headers, rpc_method=method,
-                                      timeout=timeout) as response:
-                return await self.reader.fetch_answer(response, request, lambda: dict(headers))
+                                      timeout=self.http.quiet_stream_timeout if quiet else None) as response:
+                return await self.reader.fetch_answer(response, request, lambda: dict(headers), quiet=quiet)
         except RemoteRpcError as refused:
-            error_body = {"jsonrpc": "2.0", "id": request_id, "error": refused.error}
-            return classify(error_body, dumps(error_body))
+            return build_answer(request_id, error=refused.error)
 
     async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A bridge-owned request; returns its result."""
-        request_id = f"alloy-mcp-bridge-{next(self._ids)}"
-        answer = await self._exchange(request_id, method, self._envelope(params))
-        if answer.kind is Kind.ERROR:
-            raise RemoteRpcError(answer.body["error"], 200)
-        result = answer.body.get("result")
-        return result if isinstance(result, dict) else {}
+        answer = await self._exchange(self._own.new_id(), method, self._envelope(params))
+        return result_of(answer)
 
     # --- what streams back (the reader's sink) ----------------------------------------------------
 
@@ -338,12 +316,15 @@ class ModernUpstream(TaskHost):
             kept = {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META)}
             if kept:
                 params["_meta"] = kept
-            body = {"jsonrpc": "2.0", "method": message.method, "params": params}
-            message = classify(body, dumps(body))
+            try:
+                message = Message.from_body({"jsonrpc": "2.0", "method": message.method, "params": params})
+            except (ValueError, InvalidMessage):
+                logger.warning("dropped a %s from the remote that cannot be written as strict JSON", message.method)
+                return
         await self.sink.deliver(message)
 
-    async def fail(self, pending: Pending, error: BridgeError) -> None:
-        await self.sink.fail(pending, error)
+    async def fail(self, pending: Pending, failure: RemoteFailure) -> None:
+        await self.sink.fail(pending, failure)
 
     def is_open(self, pending: Pending) -> bool:
         return self.sink.is_open(pending)
@@ -402,7 +383,7 @@ class ModernUpstream(TaskHost):
         return wanted
 
     async def _listen(self) -> None:
-        delay = 1.0
+        backoff = Backoff()
         while not self._closed:
             self._listen_changed = anyio.Event()
             wanted = self._filter()
@@ -412,22 +393,18 @@ class ModernUpstream(TaskHost):
             with anyio.CancelScope() as scope:
                 self._listen_scope = scope
                 try:
-                    answer = await self._exchange(f"alloy-mcp-bridge-listen-{next(self._ids)}",
-                                                  "subscriptions/listen",
-                                                  self._envelope({"notifications": wanted}),
-                                                  self.http.quiet_stream_timeout)
+                    answer = await self._exchange(self._own.new_id(), "subscriptions/listen",
+                                                  self._envelope({"notifications": wanted}), quiet=True)
                     if answer.kind is Kind.ERROR:
-                        logger.warning("the remote refused subscriptions/listen: %s",
-                                       answer.body["error"].get("message"))
+                        logger.warning("the remote refused subscriptions/listen: %s", answer.error.get("message"))
                         await self._listen_changed.wait()
                         continue
-                    delay = 1.0
-                except (BridgeError, ConnectionDropped) as exc:
-                    logger.info("subscription stream ended (%s); re-opening in %.0fs", reason(exc), delay)
+                    backoff.reset()
+                except RemoteFailure as failure:
+                    logger.info("subscription stream ended (%s); re-opening", failure.reason)
                 except Exception:  # the subscription stream must never take the bridge down
-                    logger.exception("subscription stream failed; re-opening in %.0fs", delay)
+                    logger.exception("subscription stream failed; re-opening")
             self._listen_scope = None
             if scope.cancelled_caught or self._listen_changed.is_set():
                 continue
-            await anyio.sleep(delay)
-            delay = min(30.0, delay * 2)
+            await anyio.sleep(backoff.next_delay())

@@ -3,8 +3,14 @@
 Why not httpx2's `EventSource`: it decodes every chunk to text and re-splits
 it in Python, ~2.5 ms per MiB here, and the bridge would then encode the data
 back to bytes for stdout. This decoder finds line ends in raw chunks with
-`bytes.find` (memchr speed), never rescans bytes it has seen, copies each
-kept value once, and yields event data as bytes, ready to validate and forward.
+`bytes.find` (memchr speed), never rescans bytes it has seen, and appends each
+data line once to one growing buffer (a list of small lines would cost tens of
+bytes of overhead per line: a hostile stream of two-byte `data:` lines must
+not turn 64 MiB into a gigabyte). Event data is yielded as bytes, ready to
+validate and forward.
+
+The size limit counts every byte of the event as it arrives (field names and
+line ends too), so memory is bounded by the limit whatever the line shape.
 """
 
 from __future__ import annotations
@@ -36,12 +42,12 @@ class SseDecoder:
         self._max = max_event_bytes
         self._buffer = bytearray()
         self._scanned = 0
-        self._data: list[bytes] = []
-        self._size = 0
+        self._data = bytearray()
+        self._has_data = False
+        self._size = 0  # bytes of the current event so far, framing included
         self._event = ""
         self._id: str | None = None
         self._retry: int | None = None
-        self.last_event_id: str | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
         buffer = self._buffer
@@ -64,6 +70,7 @@ class SseDecoder:
             else:
                 position = size
                 break
+            self._size += next_start - start
             event = self._line(buffer, start, line_end)
             start = position = next_start
             if event is not None:
@@ -76,20 +83,14 @@ class SseDecoder:
             raise EventTooLarge(self._max)
         return events
 
-    def flush(self) -> list[Event]:
-        """At end of stream: a last line without its terminator still counts (an unterminated event does not)."""
-        if self._buffer:
-            end = len(self._buffer) - (1 if self._buffer.endswith(b"\r") else 0)
-            self._line(self._buffer, 0, end)
-            self._buffer.clear()
-            self._scanned = 0
-        return []
-
     def _line(self, buffer: bytearray, start: int, end: int) -> Event | None:
         """Interpret buffer[start:end], one line, copying only the value that is kept."""
         if start == end:
             return self._dispatch()
+        if self._max is not None and self._size > self._max:
+            raise EventTooLarge(self._max)
         if buffer[start] == 0x3A:  # ":" starts a comment
+            self._size -= end - start + 1  # comments are not part of any event
             return None
         colon = buffer.find(b":", start, end)
         if colon < 0:
@@ -98,31 +99,31 @@ class SseDecoder:
             name, value_start = bytes(buffer[start:colon]), colon + 1
             if value_start < end and buffer[value_start] == 0x20:
                 value_start += 1
-        with memoryview(buffer) as view:
-            value = bytes(view[value_start:end])
         if name == b"data":
-            self._data.append(value)
-            self._size += len(value) + 1
-            if self._max is not None and self._size > self._max:
-                raise EventTooLarge(self._max)
-        elif name == b"event":
+            if self._has_data:
+                self._data += b"\n"
+            with memoryview(buffer) as view:
+                self._data += view[value_start:end]
+            self._has_data = True
+            return None
+        value = bytes(buffer[value_start:end])
+        if name == b"event":
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
             if b"\0" not in value:
                 self._id = value.decode("utf-8", "replace")
-                self.last_event_id = self._id
         elif name == b"retry":
-            if value.isdigit():
+            if value.isdigit() and len(value) <= 12:
                 self._retry = int(value)
         return None
 
     def _dispatch(self) -> Event | None:
-        if not self._data and self._id is None and self._retry is None and not self._event:
-            return None
-        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-        event = Event(self._event or "message", data, self._id, self._retry)
-        self._data = []
         self._size = 0
+        if not self._has_data and self._id is None and self._retry is None and not self._event:
+            return None
+        event = Event(self._event or "message", bytes(self._data), self._id, self._retry)
+        self._data = bytearray()
+        self._has_data = False
         self._event = ""
         self._id = None
         self._retry = None
@@ -130,9 +131,11 @@ class SseDecoder:
 
 
 async def iter_events(chunks: AsyncIterator[bytes], max_event_bytes: int | None) -> AsyncIterator[Event]:
-    """Events from an async stream of byte chunks (e.g. `response.aiter_bytes()`)."""
+    """Events from an async stream of byte chunks (e.g. `response.aiter_bytes()`).
+
+    An event not terminated by a blank line when the stream ends is incomplete and dropped (WHATWG).
+    """
     decoder = SseDecoder(max_event_bytes)
     async for chunk in chunks:
         for event in decoder.feed(chunk):
             yield event
-    decoder.flush()

@@ -1,0 +1,372 @@
+"""Streamable HTTP: one MCP session with the remote, kept alive whatever the remote does.
+
+`StreamableHttpUpstream` sends each desktop message in a POST of its own (in a
+task of its own: no message waits on another's HTTP exchange) and hands
+everything the remote says back to the relay. It owns the session:
+
+- `initialize` from the desktop opens it; the session id is checked (visible
+  ASCII) and the negotiated `protocolVersion` is stamped on every later request
+  as `MCP-Protocol-Version`. Messages the desktop sends meanwhile wait for it,
+  and requests after `notifications/initialized` wait until the remote took it.
+- A 404 to a request that carried the session id means the remote forgot the
+  session. The upstream opens a new one — replaying the desktop's `initialize`
+  under a bridge-owned id and then what the remote had accepted (see
+  `session.py`) — and resends the request that hit the 404. The desktop never
+  notices. Concurrent 404s share one re-initialization; new sessions that keep
+  failing are paced (`retry.SessionPacer`); a replay that negotiates another
+  protocol version is a lost session; a session the bridge gives up is DELETEd.
+- The GET stream for server-initiated messages is supervised: re-opened with
+  backoff (and `Last-Event-ID`) whenever it drops.
+- A response stream that drops is resumed with `Last-Event-ID` when the remote
+  gave event ids; otherwise the request fails — "outcome unknown" for anything
+  that may have run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx2
+
+from bridge.errors import (
+    BridgeError,
+    BridgeErrorCode,
+    ConnectionDropped,
+    RemoteFailure,
+    RemoteRpcError,
+    SessionExpired,
+    bad_response,
+)
+from bridge.http import SESSION_HEADER, RemoteHttp
+from bridge.inflight import Pending
+from bridge.messages import Kind, Message, dumps
+from bridge.retry import SESSION_RESENDS, Backoff, SessionPacer
+from bridge.transports.base import Sink, TaskHost
+from bridge.transports.replies import Replies, result_of
+from bridge.transports.responses import LAST_EVENT_ID, ResponseReader, media_type
+from bridge.transports.session import Gate, SessionState, valid_session_id
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+# The desktop's `initialize` was refused (404/405, or a JSON-RPC error such as -32022): True means another
+# transport or protocol adapter took the request over.
+RefusalHandler = Callable[[Pending, RemoteFailure], Awaitable[bool]]
+
+
+class StreamableHttpUpstream(TaskHost):
+    """A Streamable HTTP MCP session to the remote, with resilience (see module docstring)."""
+
+    def __init__(self, http: RemoteHttp, sink: Sink, *, on_refused_initialize: RefusalHandler | None = None,
+                 on_initialize_settled: Callable[[], None] | None = None) -> None:
+        self.http = http
+        self.sink = sink
+        self.reader = ResponseReader(http, sink)
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+        self.state = SessionState()
+        self.gate = Gate()
+        self._generation = 0
+        self._lost: str | None = None  # why the session is gone (None: usable, or not opened yet)
+        self._reinit_lock = anyio.Lock()
+        self._pacer = SessionPacer()
+        self._own = Replies()
+        self._listener_scope: anyio.CancelScope | None = None
+        self._listening = False
+        self._on_refused_initialize = on_refused_initialize
+        self._on_initialize_settled = on_initialize_settled
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """End the remote session (HTTP DELETE), bounded so shutdown stays fast."""
+        self.stop_tasks()
+        if self.session_id:
+            await self.http.end_session(self._headers())
+
+    # --- the desktop's messages ------------------------------------------------------------
+
+    def send(self, message: Message, pending: Pending | None) -> None:
+        """Requests and one-way messages each run in their own task, in the order the gate keeps."""
+        self.state.remember(message)
+        ticket = self.gate.ticket()
+        if pending is not None:
+            if pending.method == "initialize":
+                self.spawn_request(pending, self._initialize, self.gate.hold())
+            else:
+                self.spawn_request(pending, self._forward_request, ticket)
+            return
+        hold = self.gate.hold() if message.method == "notifications/initialized" else None
+        self.spawn_one_way(message, self._send_one_way, ticket, hold)
+
+    def _headers(self, *, with_session: bool = True) -> dict[str, str]:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        if with_session and self.session_id:
+            headers[SESSION_HEADER] = self.session_id
+        if with_session and self.protocol_version:
+            headers[PROTOCOL_VERSION_HEADER] = self.protocol_version
+        return headers
+
+    async def _forward_request(self, pending: Pending, ticket: int) -> None:
+        message = pending.message
+        drops = self.http.policy.start()
+        await self.gate.wait(ticket)
+        try:
+            while True:
+                if self._lost is not None:
+                    await self._reinitialize(self._generation)
+                    if self._lost is not None:
+                        raise BridgeError(
+                            BridgeErrorCode.SESSION_LOST,
+                            f"The remote session ended and could not be re-established: {self._lost}. "
+                            "The next request tries again.",
+                        )
+                generation = self._generation
+                try:
+                    async with self.http.open(
+                        "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
+                    ) as response:
+                        answer = await self.reader.read_answer(response, pending, self._headers)
+                    self._pacer.proven()
+                    self.state.confirm(pending, answer)
+                    return
+                except SessionExpired:
+                    if pending.resent >= SESSION_RESENDS:
+                        raise SessionExpired(
+                            f"The remote keeps refusing the session for {message.method}, even a new one."
+                        ) from None
+                    logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method)
+                    await self._reinitialize(generation)
+                    pending.resent += 1
+                except ConnectionDropped:
+                    delay = self.http.policy.delay_after_drop(drops, message.method)
+                    if delay is None or not self.sink.is_open(pending):
+                        raise
+                    logger.info("connection dropped during %s; resending it in %.1fs (safe to repeat)",
+                                message.method, delay)
+                    await anyio.sleep(delay)
+        finally:
+            self.state.forget(pending)
+
+    async def _initialize(self, pending: Pending, hold: int) -> None:
+        """The desktop's `initialize`: open a fresh session and learn the protocol version."""
+        try:
+            await self.gate.wait(hold)
+            if self.session_id is not None:
+                # The desktop started over: end the session it leaves behind (best effort, in the background).
+                self.spawn(self.http.end_session, self._headers())
+            self.session_id = None
+            self.protocol_version = None
+            self._lost = None
+            drops = self.http.policy.start()
+            while True:
+                try:
+                    await self._open_session(pending)
+                    return
+                except ConnectionDropped:
+                    delay = self.http.policy.delay_after_drop(drops, "initialize")
+                    if delay is None or not self.sink.is_open(pending):
+                        raise
+                    logger.info("connection dropped during initialize; sending it again in %.1fs", delay)
+                    await anyio.sleep(delay)
+        except (RemoteRpcError, BridgeError) as refused:
+            self._lost = refused.reason
+            status = refused.http_status
+            if (self._on_refused_initialize is not None
+                    and (isinstance(refused, RemoteRpcError) or status in (404, 405))
+                    and await self._on_refused_initialize(pending, refused)):
+                return
+            raise
+        finally:
+            self.gate.release(hold)
+            if self._on_initialize_settled is not None:
+                self._on_initialize_settled()
+
+    async def _open_session(self, pending: Pending) -> None:
+        async with self.http.open(
+            "POST", body=pending.message.raw, headers=self._headers(with_session=False), rpc_method="initialize"
+        ) as response:
+            session_id = self._session_id_of(response)
+            answer = await self.reader.read_answer(response, pending, self._headers)
+        if answer is None:
+            return
+        self.session_id = session_id
+        result = answer.result if answer.kind is Kind.RESPONSE else None
+        if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
+            self.protocol_version = result["protocolVersion"]
+        self._generation += 1
+        logger.info(
+            "connected to %s (protocol %s%s)",
+            self.http.endpoint.display_url,
+            self.protocol_version or "unknown",
+            ", with session" if self.session_id else ", stateless",
+        )
+
+    def _session_id_of(self, response: httpx2.Response) -> str | None:
+        """The session the remote opened; one that is not visible ASCII cannot be used and is refused."""
+        raw = next((value for name, value in response.headers.raw if name.lower() == b"mcp-session-id"), None)
+        if raw is None:
+            return None
+        if not valid_session_id(raw):
+            raise bad_response("The remote's Mcp-Session-Id is not visible ASCII, as MCP requires; the session "
+                               "cannot be used. Report it to the server's owner.", http_status=response.status_code)
+        return raw.decode("ascii")
+
+    async def _send_one_way(self, message: Message, ticket: int, hold: int | None) -> None:
+        """POST a notification or an answer to a server request; `hold` is released once the remote took it."""
+        try:
+            await self.gate.wait(ticket)
+            generation = self._generation
+            try:
+                async with self.http.open(
+                    "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
+                ) as response:
+                    if hold is not None:
+                        self.gate.release(hold)  # accepted: what the desktop sent next may go now
+                    await self.reader.drain_one_way(response)
+            except SessionExpired:
+                logger.info("remote session expired (HTTP 404 to %s); opening a new one",
+                            message.method or "an answer")
+                await self._reinitialize(generation)
+        finally:
+            if hold is not None:
+                self.gate.release(hold)
+            if message.method == "notifications/initialized":
+                self._start_listener()
+
+    # --- the GET stream ----------------------------------------------------------------------
+
+    def _start_listener(self) -> None:
+        if self._listening or self._tg is None or not self.session_id or self._closed:
+            return
+        self._listening = True
+        self.spawn(self._listen)
+
+    async def _listen(self) -> None:
+        """Keep the server-to-client stream open for the life of the session."""
+        backoff = Backoff()
+        expiries = 0
+        last_event_id: str | None = None
+        generation = self._generation
+        try:
+            while not self._closed:
+                await self.gate.wait()
+                if not self.session_id:
+                    return
+                if generation != self._generation:
+                    generation, last_event_id = self._generation, None
+                headers = self._headers()
+                headers["accept"] = "text/event-stream"
+                if last_event_id:
+                    headers[LAST_EVENT_ID] = last_event_id
+                try:
+                    with anyio.CancelScope() as scope:
+                        self._listener_scope = scope
+                        async with self.http.open(
+                            "GET", headers=headers, timeout=self.http.quiet_stream_timeout
+                        ) as response:
+                            if media_type(response) != "text/event-stream":
+                                logger.info("the remote offers no server-to-client stream (GET answered %s)",
+                                            response.status_code)
+                                return
+                            logger.debug("server-to-client stream open")
+                            backoff.reset()
+                            expiries = 0
+                            outcome = await self.reader.follow_events(response, None)
+                            last_event_id = outcome.last_event_id or last_event_id
+                            if outcome.error is not None and not isinstance(outcome.error, httpx2.ReadTimeout):
+                                logger.info("server-to-client stream dropped (%s); re-opening",
+                                            type(outcome.error).__name__)
+                    if scope.cancelled_caught:
+                        continue
+                except SessionExpired:
+                    await self._reinitialize(generation)
+                    expiries += 1
+                    if expiries < 2:
+                        continue  # once is an ordinary expiry; again and again means back off
+                except RemoteRpcError as refused:
+                    if refused.http_status in (404, 405):
+                        logger.info("the remote offers no server-to-client stream (%s)", refused.reason)
+                        return
+                    logger.info("server-to-client stream refused: %s", refused.reason)
+                except BridgeError as error:
+                    if error.http_status == 405:
+                        logger.info("the remote offers no server-to-client stream (GET not allowed)")
+                        return
+                    logger.info("server-to-client stream unavailable: %s", error.message)
+                except Exception:  # the listener must never take the bridge down
+                    logger.exception("server-to-client stream failed; re-opening")
+                await anyio.sleep(backoff.next_delay())
+        finally:
+            self._listening = False
+            self._listener_scope = None
+
+    # --- session re-initialization -------------------------------------------------------
+
+    async def _reinitialize(self, generation: int) -> None:
+        """Open a new session replaying the desktop's handshake; one run per expiry, shared by all."""
+        async with self._reinit_lock:
+            if generation != self._generation:
+                return  # another task re-initialized (or tried to) since this one looked
+            if self.state.init_params is None:
+                self._lost = "the desktop never initialized it"
+                return
+            hold = self.gate.hold()
+            try:
+                delay = self._pacer.delay()
+                if delay:
+                    logger.info("the remote keeps losing sessions; waiting %.1fs before opening another", delay)
+                    await anyio.sleep(delay)
+                await self._replay_session()
+                self._lost = None
+                logger.info("opened a new remote session; restored %s", self.state.describe())
+            except RemoteFailure as failure:
+                self._lost = failure.reason
+                logger.error("could not re-open the remote session: %s", self._lost)
+            finally:
+                self._generation += 1
+                self.gate.release(hold)
+            if self._listener_scope is not None:
+                self._listener_scope.cancel()
+            elif self.state.initialized:
+                self._start_listener()
+
+    async def _replay_session(self) -> None:
+        """The desktop's `initialize` again, under the bridge's id, then what the remote had accepted."""
+        assert self.state.init_params is not None
+        # The old session id stays until the new one is known: a request that slips out with it
+        # meanwhile gets a 404 and is resent after this re-initialization.
+        result, session_id = await self._call_with_session("initialize", self.state.init_params, with_session=False)
+        version = result.get("protocolVersion")
+        if self.protocol_version is not None and version != self.protocol_version:
+            if session_id:
+                self.spawn(self.http.end_session, {**self._headers(with_session=False), SESSION_HEADER: session_id})
+            raise BridgeError(
+                BridgeErrorCode.SESSION_LOST,
+                f"the new session negotiated protocol {version!r} instead of {self.protocol_version!r}",
+            )
+        self.session_id = session_id
+        await self.state.restore(self._call, self._notify)
+
+    async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        result, _ = await self._call_with_session(method, params)
+        return result
+
+    async def _call_with_session(self, method: str, params: dict[str, Any], *,
+                                 with_session: bool = True) -> tuple[dict[str, Any], str | None]:
+        """A bridge-owned request: its answer is consumed here, never shown to the desktop."""
+        request = self._own.request(method, params)
+        headers = self._headers(with_session=with_session)
+        async with self.http.open("POST", body=request.raw, headers=headers, rpc_method=method) as response:
+            session_id = self._session_id_of(response) or (self.session_id if with_session else None)
+            answer = await self.reader.fetch_answer(response, request, lambda: dict(headers))
+        return result_of(answer), session_id
+
+    async def _notify(self, method: str) -> None:
+        body = dumps({"jsonrpc": "2.0", "method": method})
+        async with self.http.open("POST", body=body, headers=self._headers(), rpc_method=method) as response:
+            await self.reader.drain_one_way(response)
