@@ -109,9 +109,14 @@ def configure_logging(level: str = "info", log_file: Path | None = None, secrets
     Never touches stdout, which carries only JSON-RPC.
     """
     formatter = RedactingFormatter(secrets if secrets is not None else SecretList())
+    # Text from outside may hold what the console cannot encode (a lone surrogate, or any non-ASCII on a
+    # legacy Windows code page): it is escaped, never a logging error.
+    reconfigure = getattr(sys.stderr, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace"))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

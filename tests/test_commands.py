@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT, USER_ID, bridge_env, open_bridge
+from tests.helpers import API_KEY, ROOT, USER_ID, bridge_env, open_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +75,7 @@ async def test_allowed_tools_limit_what_the_desktop_sees(remote, tmp_path):
 
 @pytest.mark.parametrize("flavour", ["--sse", "--modern-only"])
 def test_check_works_with_legacy_sse_and_2026_only_remotes(flavour):
-    from tests.conftest import running_remote
+    from tests.helpers import running_remote
 
     with running_remote(flavour) as server:
         result = run_cli("check", env={"ALLOY_MCP_URL": server.url, "ALLOY_API_KEY": API_KEY,

@@ -12,7 +12,7 @@ import pytest
 from bridge.cli import parse_args
 from bridge.endpoint import resolve_endpoint
 from bridge.settings import BridgeSettings, ConfigError, describe, env_name, flag_name, is_flag, load_settings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SECRET_KEY = "sk_CONFIGSECRET_a1b2c3"
 SECRET_TOKEN = "tok_CONFIGSECRET_d4e5"

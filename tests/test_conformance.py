@@ -25,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import ROOT, bridge_env, open_bridge
+from tests.helpers import ROOT, bridge_env, open_bridge
 from tests.reference import INSPECTOR, everything_server, require_reference_software
 
 pytestmark = [pytest.mark.anyio, pytest.mark.npm]

@@ -12,16 +12,21 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import Notifications, bridge_env, notify_until, open_bridge, raw_bridge, running_remote
-from tests.test_relay import text_of
-from tests.test_resilience import (
+from tests.helpers import (
     BAD_RESPONSE,
     MESSAGE_TOO_LARGE,
     OUTCOME_UNKNOWN,
     RATE_LIMITED,
     REMOTE_TIMEOUT,
+    Notifications,
+    bridge_env,
+    notify_until,
+    open_bridge,
+    raw_bridge,
+    running_remote,
+    text_of,
+    wait_for,
 )
-from tests.test_stdio import wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,7 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.conftest import USER_ID, bridge_env, notify_until, open_bridge, raw_bridge, running_remote
-from tests.test_relay import text_of
-from tests.test_stdio import wait_for
+from tests.helpers import USER_ID, bridge_env, notify_until, open_bridge, raw_bridge, running_remote, text_of, wait_for
 
 pytestmark = pytest.mark.anyio
 

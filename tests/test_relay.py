@@ -12,7 +12,7 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     ACCESS_TOKEN,
     API_KEY,
     SERVER_ID,
@@ -21,13 +21,10 @@ from tests.conftest import (
     Notifications,
     bridge_env,
     open_bridge,
+    text_of,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result: types.CallToolResult) -> str:
-    return "".join(getattr(block, "text", "") for block in result.content)
 
 
 async def test_header_auth_is_injected_on_every_request(remote, tmp_path):
@@ -87,7 +84,7 @@ async def test_every_message_after_initialize_carries_the_negotiated_protocol_ve
 
 
 async def test_desktop_capabilities_and_client_info_reach_the_remote_unchanged(remote, tmp_path):
-    from tests.conftest import raw_bridge
+    from tests.helpers import raw_bridge
 
     params = {"protocolVersion": "2025-06-18", "clientInfo": {"name": "desk", "version": "3.1", "title": "Desk"},
               "capabilities": {"roots": {"listChanged": True}, "elicitation": {"form": {}},
@@ -101,7 +98,7 @@ async def test_desktop_capabilities_and_client_info_reach_the_remote_unchanged(r
 
 
 async def test_server_discover_is_answered_locally_with_method_not_found(remote, tmp_path):
-    from tests.conftest import raw_bridge
+    from tests.helpers import raw_bridge
 
     async with raw_bridge(tmp_path, bridge_env(remote)) as bridge:
         answer = await bridge.request(1, "server/discover", {})
@@ -280,7 +277,7 @@ async def test_twenty_concurrent_calls_each_answered_once(remote, tmp_path):
 
 
 async def test_unknown_methods_pass_through_to_the_remote(remote, tmp_path):
-    from tests.conftest import raw_bridge
+    from tests.helpers import raw_bridge
 
     async with raw_bridge(tmp_path, bridge_env(remote)) as bridge:
         await bridge.initialize()

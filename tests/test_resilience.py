@@ -8,22 +8,27 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import Notifications, RemoteServer, bridge_env, open_bridge, raw_bridge, running_remote
-from tests.test_relay import text_of
-from tests.test_stdio import wait_for
+from tests.helpers import (
+    AUTH_REJECTED,
+    FORBIDDEN,
+    NOT_FOUND,
+    OUTCOME_UNKNOWN,
+    RATE_LIMITED,
+    REMOTE_TIMEOUT,
+    REMOTE_UNAVAILABLE,
+    UNREACHABLE,
+    Notifications,
+    bridge_env,
+    connect_error,
+    open_bridge,
+    raw_bridge,
+    running_remote,
+    text_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
-RATE_LIMITED = -32056
-REMOTE_UNAVAILABLE = -32057
-AUTH_REJECTED = -32053
-FORBIDDEN = -32054
-NOT_FOUND = -32055
-UNREACHABLE = -32050
-OUTCOME_UNKNOWN = -32052
-REMOTE_TIMEOUT = -32051
-BAD_RESPONSE = -32059
-MESSAGE_TOO_LARGE = -32062
 
 
 async def test_429_with_retry_after_is_retried_and_runs_once(remote, tmp_path):
@@ -124,29 +129,6 @@ async def test_403_on_one_tool_while_others_work(remote, tmp_path):
     assert caught.value.code == FORBIDDEN
     assert "Action not allowed" in caught.value.message
     assert text_of(ok) == "still here"
-
-
-async def connect_error(tmp_path, env) -> MCPError:
-    """The MCPError the SDK client raises when connecting through the bridge fails."""
-    try:
-        async with open_bridge(tmp_path, env):
-            pass
-    except BaseException as exc:  # noqa: BLE001 - unwrap the client's exception groups
-        found = _find_mcp_error(exc)
-        if found is not None:
-            return found
-        raise
-    raise AssertionError("connecting unexpectedly succeeded")
-
-
-def _find_mcp_error(exc: BaseException) -> MCPError | None:
-    if isinstance(exc, MCPError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _find_mcp_error(inner)
-        if found is not None:
-            return found
-    return _find_mcp_error(exc.__cause__) if exc.__cause__ is not None else None
 
 
 async def test_wrong_server_id_fails_initialize_with_a_hint(remote, tmp_path):
@@ -302,10 +284,6 @@ async def test_remote_briefly_down_during_a_call_is_retried_on_connect(tmp_path)
                 result = await client.call_tool("echo", {"text": "patient", "tag": "p"})
         assert text_of(result) == "patient"
         assert server.executions() == {"p": 1}
-
-
-def _unused(_: RemoteServer) -> None:  # keep the import for type checkers
-    return None
 
 
 async def test_notification_post_failures_are_logged_not_fatal(remote, tmp_path):

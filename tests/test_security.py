@@ -9,7 +9,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from bridge.logs import RedactingFormatter, redact
-from tests.conftest import ACCESS_TOKEN, API_KEY, USER_TOKEN, bridge_env, open_bridge
+from tests.helpers import ACCESS_TOKEN, API_KEY, USER_TOKEN, bridge_env, open_bridge
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,7 @@ import anyio
 import psutil
 import pytest
 
-from tests.conftest import bridge_env, open_bridge, running_remote
-from tests.test_relay import text_of
+from tests.helpers import bridge_env, open_bridge, running_remote, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.soak]
 

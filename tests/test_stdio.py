@@ -12,20 +12,9 @@ import time
 import anyio
 import pytest
 
-from tests.conftest import bridge_env, raw_bridge
+from tests.helpers import bridge_env, raw_bridge, wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll until `predicate()` is truthy (the tests' only way to wait on another process)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await anyio.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 async def test_malformed_line_gets_a_parse_error_and_the_bridge_keeps_serving(remote, tmp_path):

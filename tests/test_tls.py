@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import trustme
 
-from tests.conftest import bridge_env, open_bridge, raw_bridge, running_remote
-from tests.test_relay import text_of
-from tests.test_resilience import UNREACHABLE
+from tests.helpers import UNREACHABLE, bridge_env, open_bridge, raw_bridge, running_remote, text_of
 
 pytestmark = pytest.mark.anyio
 

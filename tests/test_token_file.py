@@ -7,9 +7,7 @@ import os
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import ROTATED_TOKENS, bridge_env, open_bridge, running_remote
-from tests.test_relay import text_of
-from tests.test_resilience import AUTH_REJECTED
+from tests.helpers import AUTH_REJECTED, ROTATED_TOKENS, bridge_env, open_bridge, running_remote, text_of
 
 pytestmark = pytest.mark.anyio
 TOKEN_A, TOKEN_B = ROTATED_TOKENS
