@@ -135,4 +135,4 @@ def configure_logging(level: str = "info", log_file: Path | None = None, secrets
 
 
 def _log_uncaught(exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-    logging.getLogger("bridge").critical("uncaught exception", exc_info=(exc_type, exc, tb))
+    logging.getLogger(__name__).critical("uncaught exception", exc_info=(exc_type, exc, tb))

@@ -19,7 +19,7 @@ from bridge.settings import BridgeSettings, ConfigError, load_settings
 from bridge.stdio import StdioChannel
 from bridge.transports import Sink, Upstream, make_upstream
 
-logger = logging.getLogger("bridge")
+logger = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 
