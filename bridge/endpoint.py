@@ -22,6 +22,8 @@ _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~\-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ALLOY_PATH = re.compile(r"^(?P<prefix>.*?/mcp)/(?P<server>[^/]+)(?:/(?P<token>[^/]+))?/?$")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# A host (name, IPv4 or bracketed IPv6) and an optional port: what httpx2 will accept as an authority.
+_AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\[\]:@/?#]+)(:\d{1,5})?$")
 # Headers the bridge owns: setting them from configuration would break the protocol.
 _RESERVED_HEADERS = frozenset(
     {"host", "content-length", "content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id",
@@ -168,6 +170,8 @@ def parse_http_url(setting: str, raw: str) -> SplitResult:
         raise ConfigError(setting, "has no host name")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(setting, "must not contain a user name or password; use ALLOY_API_KEY or ALLOY_MCP_HEADERS")
+    if not _AUTHORITY.match(parts.netloc):
+        raise ConfigError(setting, "is not a valid URL (check the host, brackets and port)")
     return parts
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -30,6 +31,7 @@ from bridge.errors import (
     ConnectionDropped,
     RemoteRpcError,
     SessionExpired,
+    bad_response,
     status_error,
 )
 from bridge.logs import SecretList
@@ -60,7 +62,7 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
         connect=settings.connect_timeout,
         read=settings.read_timeout,
         write=settings.read_timeout,
-        pool=settings.read_timeout,  # all connections busy: wait as long as for an answer, not forever
+        pool=settings.connect_timeout,  # all connections busy: a free one is part of connecting
     )
     headers = {"user-agent": f"alloy-mcp-bridge/{__version__}", **endpoint.headers}
     # Proxy variables (HTTPS_PROXY, ALL_PROXY) are honoured, but never for loopback: a proxy would receive
@@ -155,7 +157,7 @@ class RemoteHttp:
         self.pacer = Pacer(*limit) if limit else None
         # For streams the remote may leave quiet for minutes: the GET stream, subscriptions, legacy SSE.
         self.quiet_stream_timeout = httpx2.Timeout(
-            settings.connect_timeout, read=max(_QUIET_STREAM_READ, settings.read_timeout), pool=settings.read_timeout
+            settings.connect_timeout, read=max(_QUIET_STREAM_READ, settings.read_timeout), pool=settings.connect_timeout
         )
         self.ever_connected = False  # has the remote ever answered? (see retry.FIRST_CONTACT_WINDOW)
 
@@ -169,8 +171,11 @@ class RemoteHttp:
         headers: dict[str, str] | None = None,
         rpc_method: str | None = None,
         timeout: httpx2.Timeout | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> AsyncIterator[httpx2.Response]:
         """Send one request (retrying what is safe) and yield the accepted streaming response.
+
+        `on_sent` is called once the request's bytes are on the wire (before the remote answers).
 
         Raises:
             SessionExpired: 404 to a request that carried a session id.
@@ -180,11 +185,12 @@ class RemoteHttp:
         """
         state = self.policy.start()
         target = url or self._parsed_url
+        extensions = {"trace": _sent_tracer(on_sent)} if on_sent is not None else None
         while True:
             try:
                 request = self._client.build_request(
                     http_method, target, content=body, headers=headers,
-                    timeout=timeout if timeout is not None else self._client.timeout,
+                    timeout=timeout if timeout is not None else self._client.timeout, extensions=extensions,
                 )
             except (httpx2.InvalidURL, ValueError, TypeError) as exc:
                 raise BridgeError(BridgeErrorCode.BAD_RESPONSE,
@@ -197,7 +203,7 @@ class RemoteHttp:
             except httpx2.PoolTimeout:
                 raise BridgeError(
                     BridgeErrorCode.REMOTE_UNAVAILABLE,
-                    f"All {_MAX_CONNECTIONS} connections to the remote stayed busy for ALLOY_READ_TIMEOUT; "
+                    f"All {_MAX_CONNECTIONS} connections to the remote stayed busy for ALLOY_CONNECT_TIMEOUT; "
                     f"{rpc_method or 'the request'} was not sent.",
                 ) from None
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
@@ -305,6 +311,16 @@ class RemoteHttp:
         )
 
 
+def _sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore trace hook that reports when a request's body has been written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            on_sent()
+
+    return trace
+
+
 def _is_tls_failure(exc: Exception) -> bool:
     if any(isinstance(cause, ssl.SSLError) for cause in _root_causes(exc)):
         return True
@@ -378,16 +394,31 @@ async def _read_some(response: httpx2.Response, limit: int = 65536) -> bytes:
 
 
 def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
-    """The `error` object of a strict-JSON JSON-RPC error body, or None."""
+    """The `error` object of a JSON-RPC error body, or None.
+
+    Raises:
+        BridgeError: the body is a JSON-RPC error in lenient JSON only (NaN, Infinity): refused as invalid.
+    """
     try:
         body = decode_value(raw)
     except NotJson:
+        if _is_lenient_jsonrpc_error(raw):
+            raise bad_response("The remote's JSON-RPC error is not strict JSON (it holds NaN or Infinity); "
+                               "it was refused.") from None
         return None
     if isinstance(body, dict) and body.get("jsonrpc") == "2.0" and isinstance(body.get("error"), dict):
         error = body["error"]
         if isinstance(error.get("code"), int) and isinstance(error.get("message"), str):
             return error
     return None
+
+
+def _is_lenient_jsonrpc_error(raw: bytes) -> bool:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("jsonrpc") == "2.0" and isinstance(body.get("error"), dict)
 
 
 def _error_detail(raw: bytes, limit: int = 8192) -> str:

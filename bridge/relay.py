@@ -53,8 +53,8 @@ from bridge.transports import Sink, Upstream
 logger = logging.getLogger(__name__)
 
 # At stdin EOF the desktop is leaving; the SDK's stdio client kills the process 2 s after closing stdin.
-ANSWER_GRACE = 0.7  # seconds for answers already on their way to reach stdout
-SHUTDOWN_GRACE = 0.8  # seconds for the session DELETE
+ANSWER_GRACE = 1.0  # seconds for answers already on their way to reach stdout
+SHUTDOWN_GRACE = 0.6  # seconds for the session DELETE
 
 
 class Relay(Sink):

@@ -10,7 +10,9 @@ app sits `Gate`, an ASGI middleware that behaves like Alloy's edge:
 - it records every HTTP request (method, path, headers, JSON-RPC method);
 - it applies fault rules set through the control API (`/_control/...`):
   status codes (429, 503, 401, 500 ...), session expiry, latency, hangs,
-  dropped streams, malformed bodies.
+  dropped streams, malformed bodies; a rule can also wait until the server
+  has seen some other request first (`wait_for`), or replace the request's
+  params before the MCP server sees them (`replace_params`).
 
 The MCP server counts tool executions per `tag` argument, so tests can prove
 that no call ran twice.
@@ -72,6 +74,7 @@ class State:
     latency: float = 0.0
     exec_log: str | None = None
     modern_only: bool = False
+    route_demanded: bool = False  # `ask_routed` has asked once: from now on it demands Mcp-Param-Region
     user_tokens: set[str] | None = None  # None: any user token is accepted
     bus: Any = None
 
@@ -112,13 +115,14 @@ def _text(value: str) -> types.CallToolResult:
 def modern_input(name: str, params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
     """2026-07-28 has no server-to-client requests: ask for input with an InputRequiredResult, finish on retry."""
     answers = params.input_responses or {}
+    kind = "ask" if name == "ask_routed" else name
     if "q" not in answers:
-        if name == "ask":
+        if kind == "ask":
             request: Any = types.CreateMessageRequest(params=types.CreateMessageRequestParams(
                 messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text",
                                                                                         text="What is 2+2?"))],
                 max_tokens=10))
-        elif name == "confirm":
+        elif kind == "confirm":
             request = types.ElicitRequest(params=types.ElicitRequestFormParams(
                 message="Proceed?", requested_schema={"type": "object", "properties": {"ok": {"type": "boolean"}}}))
         else:
@@ -128,9 +132,9 @@ def modern_input(name: str, params: types.CallToolRequestParams) -> types.CallTo
         return _text(f"lost request state: {params.request_state!r}")
     answer = answers["q"]
     data = answer.model_dump(mode="json", by_alias=True, exclude_none=True) if hasattr(answer, "model_dump") else answer
-    if name == "ask":
+    if kind == "ask":
         return _text(f"model said: {data['content']['text']}")
-    if name == "confirm":
+    if kind == "confirm":
         return _text(f"user {data['action']}: {json.dumps(data.get('content'))}")
     return _text(",".join(root["uri"] for root in data["roots"]))
 
@@ -166,6 +170,14 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         types.Resource(uri=f"memo://note/{i}", name=f"note {i}", mime_type="text/plain") for i in range(5)
     ]
 
+    def routed_tool() -> types.Tool:
+        """2026-07-28 only: asks the model first; once it has asked, its schema mirrors `region` as a header."""
+        region: dict[str, Any] = {"type": "string"}
+        if state.route_demanded:
+            region["x-mcp-header"] = "Region"
+        return types.Tool(name="ask_routed", description="Ask the model, then require Mcp-Param-Region.",
+                          input_schema={"type": "object", "properties": {"region": region}})
+
     def page(items: list[Any], params: types.PaginatedRequestParams | None) -> tuple[list[Any], str | None]:
         start = int(params.cursor) if params is not None and params.cursor else 0
         end = start + page_size
@@ -178,7 +190,7 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
 
     async def list_tools(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None):
         remember(ctx)
-        items, cursor = page(tools, params)
+        items, cursor = page(tools + [routed_tool()] if state.modern_only else tools, params)
         return types.ListToolsResult(tools=items, next_cursor=cursor)
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams):
@@ -210,7 +222,9 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         if name == "big":
             n_kb = int(args.get("n_kb", 1))
             return _text("x" * (n_kb * 1024))
-        if ctx.protocol_version == "2026-07-28" and name in ("ask", "confirm", "roots"):
+        if ctx.protocol_version == "2026-07-28" and name in ("ask", "confirm", "roots", "ask_routed"):
+            if name == "ask_routed" and not params.input_responses:
+                state.route_demanded = True
             return modern_input(name, params)
         if name == "ask":
             result = await ctx.session.create_message(
@@ -368,6 +382,11 @@ class Gate:
             if rule.matches(scope["method"], rpc, tool):
                 if rule.times > 0:
                     rule.times -= 1
+                if "replace_params" in rule.action:
+                    # The MCP server sees other params than the client sent (e.g. `{}`: it refuses the request).
+                    body = _with_params(body, rule.action["replace_params"])
+                    record["params_replaced"] = True
+                    break
                 handled = await self.apply(rule.action, scope, send, record, session_id, body)
                 if handled:
                     return
@@ -418,6 +437,15 @@ class Gate:
     async def apply(self, action: dict[str, Any], scope: dict[str, Any], send: Any, record: dict[str, Any],
                     session_id: str | None, body: bytes) -> bool:
         """Run one fault; True when it answered the request itself."""
+        if "wait_for" in action:
+            # Hold the request until the server has recorded `count` requests of JSON-RPC method `rpc`
+            # (at most `timeout` seconds), then apply the rest of the action.
+            wanted = action["wait_for"]
+            with anyio.move_on_after(float(wanted.get("timeout", 15))):
+                while sum(1 for r in self.state.requests if r["rpc"] == wanted["rpc"]) < int(wanted["count"]):
+                    await anyio.sleep(0.01)
+            rest = {k: v for k, v in action.items() if k != "wait_for"}
+            return await self.apply(rest, scope, send, record, session_id, body) if rest else False
         if "delay" in action:
             await anyio.sleep(float(action["delay"]))
             return False
@@ -522,6 +550,7 @@ class Gate:
             state.subscriptions.clear()
             state.cancelled.clear()
             state.sessions.clear()
+            state.route_demanded = False
         elif command == "notify" and state.modern_only:
             from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 
@@ -573,6 +602,17 @@ def _params_of(body: bytes) -> Any:
     except (ValueError, AttributeError):
         return None
     return params if isinstance(params, dict) else None
+
+
+def _with_params(body: bytes, params: Any) -> bytes:
+    """The same JSON-RPC message with other params."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(parsed, dict):
+        return body
+    return json.dumps({**parsed, "params": params}).encode()
 
 
 def _request_id(body: bytes) -> Any:

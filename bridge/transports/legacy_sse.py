@@ -112,11 +112,15 @@ class LegacySseUpstream(TaskHost):
 
     def _abandon(self, stream: _Stream) -> None:
         """Give up a stream whose session the remote no longer honours: its waiters hear it at once."""
+        if stream.ended:
+            return
         stream.ended = True
         stream.scope.cancel()
         for waiter in list(self._waiting.values()):
             if waiter.stream is stream:
                 waiter.done.set()
+        if self.state.initialized and not self._closed:
+            self.spawn(self._recover, stream)
 
     async def _read_stream(self, stream: _Stream) -> None:
         with stream.scope:
@@ -252,7 +256,8 @@ class LegacySseUpstream(TaskHost):
         try:
             await self.gate.wait(ticket)
             stream = await self._session()
-            await self._post(stream, message)
+            if not await self._post(stream, message):  # the remote forgot the session: it did not run
+                await self._post(await self._session(), message)
         finally:
             if hold is not None:
                 self.gate.release(hold)

@@ -53,6 +53,7 @@ from bridge.transports.session import Gate, SessionState, valid_session_id
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+_LISTENER_WAIT = 1.0  # seconds requests after `notifications/initialized` wait for the GET stream to open
 # The desktop's `initialize` was refused (404/405, or a JSON-RPC error such as -32022): True means another
 # transport or protocol adapter took the request over.
 RefusalHandler = Callable[[Pending, RemoteFailure], Awaitable[bool]]
@@ -70,7 +71,8 @@ class StreamableHttpUpstream(TaskHost):
         self.protocol_version: str | None = None
         self.state = SessionState()
         self.gate = Gate()
-        self._generation = 0
+        self._generation = 0  # bumped by every session opened (or attempted) by the bridge or the desktop
+        self._epoch = 0  # bumped by every desktop `initialize`: the desktop starting over beats any re-opening
         self._lost: str | None = None  # why the session is gone (None: usable, or not opened yet)
         self._reinit_lock = anyio.Lock()
         self._pacer = SessionPacer()
@@ -96,6 +98,7 @@ class StreamableHttpUpstream(TaskHost):
         ticket = self.gate.ticket()
         if pending is not None:
             if pending.method == "initialize":
+                self._epoch += 1
                 self.spawn_request(pending, self._initialize, self.gate.hold())
             else:
                 self.spawn_request(pending, self._forward_request, ticket)
@@ -118,14 +121,14 @@ class StreamableHttpUpstream(TaskHost):
         try:
             while True:
                 if self._lost is not None:
-                    await self._reinitialize(self._generation)
+                    await self._reinitialize(self._generation, self._epoch)
                     if self._lost is not None:
                         raise BridgeError(
                             BridgeErrorCode.SESSION_LOST,
                             f"The remote session ended and could not be re-established: {self._lost}. "
                             "The next request tries again.",
                         )
-                generation = self._generation
+                generation, epoch = self._generation, self._epoch
                 try:
                     async with self.http.open(
                         "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
@@ -140,7 +143,8 @@ class StreamableHttpUpstream(TaskHost):
                             f"The remote keeps refusing the session for {message.method}, even a new one."
                         ) from None
                     logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method)
-                    await self._reinitialize(generation)
+                    await self._reinitialize(generation, epoch)
+                    await self.gate.wait()  # a desktop `initialize` under way brings the session to resend on
                     pending.resent += 1
                 except ConnectionDropped:
                     delay = self.http.policy.delay_after_drop(drops, message.method)
@@ -153,9 +157,11 @@ class StreamableHttpUpstream(TaskHost):
             self.state.forget(pending)
 
     async def _initialize(self, pending: Pending, hold: int) -> None:
-        """The desktop's `initialize`: open a fresh session and learn the protocol version."""
+        """The desktop's `initialize`: open a fresh session and learn the protocol version.
+
+        It waits for nothing: the desktop starting over supersedes a re-opening under way.
+        """
         try:
-            await self.gate.wait(hold)
             if self.session_id is not None:
                 # The desktop started over: end the session it leaves behind (best effort, in the background).
                 self.spawn(self.http.end_session, self._headers())
@@ -174,7 +180,6 @@ class StreamableHttpUpstream(TaskHost):
                     logger.info("connection dropped during initialize; sending it again in %.1fs", delay)
                     await anyio.sleep(delay)
         except (RemoteRpcError, BridgeError) as refused:
-            self._lost = refused.reason
             status = refused.http_status
             if (self._on_refused_initialize is not None
                     and (isinstance(refused, RemoteRpcError) or status in (404, 405))
@@ -217,36 +222,58 @@ class StreamableHttpUpstream(TaskHost):
         return raw.decode("ascii")
 
     async def _send_one_way(self, message: Message, ticket: int, hold: int | None) -> None:
-        """POST a notification or an answer to a server request; `hold` is released once the remote took it."""
+        """POST a notification or an answer to a server request.
+
+        `hold` (for `notifications/initialized`) keeps later requests back until the notification is on the
+        wire and the server-to-client stream is open (or could not be), so a request the remote makes
+        during the desktop's first call has a stream to arrive on.
+        """
+        handed = False
+
+        def sent() -> None:
+            nonlocal handed
+            if hold is not None and not handed:
+                handed = True
+                self._start_listener(opened=lambda: self.gate.release(hold))
+                self.spawn(self._release_later, hold)
+
         try:
             await self.gate.wait(ticket)
-            generation = self._generation
+            generation, epoch = self._generation, self._epoch
             try:
                 async with self.http.open(
-                    "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
+                    "POST", body=message.raw, headers=self._headers(), rpc_method=message.method,
+                    on_sent=sent if hold is not None else None,
                 ) as response:
-                    if hold is not None:
-                        self.gate.release(hold)  # accepted: what the desktop sent next may go now
+                    sent()  # a transport without the trace hook: accepted means sent
                     await self.reader.drain_one_way(response)
             except SessionExpired:
                 logger.info("remote session expired (HTTP 404 to %s); opening a new one",
                             message.method or "an answer")
-                await self._reinitialize(generation)
+                await self._reinitialize(generation, epoch)
         finally:
-            if hold is not None:
+            if hold is not None and not handed:
                 self.gate.release(hold)
             if message.method == "notifications/initialized":
                 self._start_listener()
 
+    async def _release_later(self, hold: int) -> None:
+        """A server-to-client stream that is slow to open holds the desktop back for a second at most."""
+        await anyio.sleep(min(self.http.connect_timeout, _LISTENER_WAIT))
+        self.gate.release(hold)
+
     # --- the GET stream ----------------------------------------------------------------------
 
-    def _start_listener(self) -> None:
+    def _start_listener(self, opened: Callable[[], None] | None = None) -> None:
+        """Open the server-to-client stream unless it is open; `opened` is called once it is (or cannot be)."""
         if self._listening or self._tg is None or not self.session_id or self._closed:
+            if opened is not None:
+                opened()
             return
         self._listening = True
-        self.spawn(self._listen)
+        self.spawn(self._listen, opened)
 
-    async def _listen(self) -> None:
+    async def _listen(self, opened: Callable[[], None] | None = None) -> None:
         """Keep the server-to-client stream open for the life of the session."""
         backoff = Backoff()
         expiries = 0
@@ -269,6 +296,9 @@ class StreamableHttpUpstream(TaskHost):
                         async with self.http.open(
                             "GET", headers=headers, timeout=self.http.quiet_stream_timeout
                         ) as response:
+                            if opened is not None:
+                                opened()
+                                opened = None
                             if media_type(response) != "text/event-stream":
                                 logger.info("the remote offers no server-to-client stream (GET answered %s)",
                                             response.status_code)
@@ -284,7 +314,7 @@ class StreamableHttpUpstream(TaskHost):
                     if scope.cancelled_caught:
                         continue
                 except SessionExpired:
-                    await self._reinitialize(generation)
+                    await self._reinitialize(generation, self._epoch)
                     expiries += 1
                     if expiries < 2:
                         continue  # once is an ordinary expiry; again and again means back off
@@ -300,18 +330,23 @@ class StreamableHttpUpstream(TaskHost):
                     logger.info("server-to-client stream unavailable: %s", error.message)
                 except Exception:  # the listener must never take the bridge down
                     logger.exception("server-to-client stream failed; re-opening")
+                if opened is not None:
+                    opened()
+                    opened = None
                 await anyio.sleep(backoff.next_delay())
         finally:
+            if opened is not None:
+                opened()
             self._listening = False
             self._listener_scope = None
 
     # --- session re-initialization -------------------------------------------------------
 
-    async def _reinitialize(self, generation: int) -> None:
+    async def _reinitialize(self, generation: int, epoch: int) -> None:
         """Open a new session replaying the desktop's handshake; one run per expiry, shared by all."""
         async with self._reinit_lock:
-            if generation != self._generation:
-                return  # another task re-initialized (or tried to) since this one looked
+            if generation != self._generation or epoch != self._epoch:
+                return  # another task re-opened (or tried to) since, or the desktop started over
             if self.state.init_params is None:
                 self._lost = "the desktop never initialized it"
                 return
@@ -321,9 +356,9 @@ class StreamableHttpUpstream(TaskHost):
                 if delay:
                     logger.info("the remote keeps losing sessions; waiting %.1fs before opening another", delay)
                     await anyio.sleep(delay)
-                await self._replay_session()
-                self._lost = None
-                logger.info("opened a new remote session; restored %s", self.state.describe())
+                if await self._replay_session(epoch):
+                    self._lost = None
+                    logger.info("opened a new remote session; restored %s", self.state.describe())
             except RemoteFailure as failure:
                 self._lost = failure.reason
                 logger.error("could not re-open the remote session: %s", self._lost)
@@ -335,12 +370,19 @@ class StreamableHttpUpstream(TaskHost):
             elif self.state.initialized:
                 self._start_listener()
 
-    async def _replay_session(self) -> None:
-        """The desktop's `initialize` again, under the bridge's id, then what the remote had accepted."""
+    async def _replay_session(self, epoch: int) -> bool:
+        """The desktop's `initialize` again, under the bridge's id, then what the remote had accepted.
+
+        False when the desktop started over meanwhile: its own session wins, this one is ended.
+        """
         assert self.state.init_params is not None
         # The old session id stays until the new one is known: a request that slips out with it
         # meanwhile gets a 404 and is resent after this re-initialization.
         result, session_id = await self._call_with_session("initialize", self.state.init_params, with_session=False)
+        if epoch != self._epoch:
+            if session_id:
+                self.spawn(self.http.end_session, {**self._headers(with_session=False), SESSION_HEADER: session_id})
+            return False
         version = result.get("protocolVersion")
         if self.protocol_version is not None and version != self.protocol_version:
             if session_id:
@@ -351,6 +393,7 @@ class StreamableHttpUpstream(TaskHost):
             )
         self.session_id = session_id
         await self.state.restore(self._call, self._notify)
+        return True
 
     async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         result, _ = await self._call_with_session(method, params)
