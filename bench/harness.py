@@ -42,14 +42,30 @@ class Results:
 
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Figures reported as a total over all rounds divided by a total count: [sum of amounts, sum of counts].
+    totals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def add(self, figure: str, contender: str, value: float | None) -> None:
         if value is not None:
             self.samples.setdefault(figure, {}).setdefault(contender, []).append(value)
 
+    def add_rate(self, figure: str, contender: str, amount: float, count: int) -> None:
+        """One round of a per-unit figure: kept as a sample (amount / count) and added to the pooled total."""
+        self.add(figure, contender, amount / count)
+        total = self.totals.setdefault(figure, {}).setdefault(contender, [0.0, 0])
+        total[0] += amount
+        total[1] += count
+
     def median(self, figure: str, contender: str) -> float | None:
         values = self.samples.get(figure, {}).get(contender)
         return statistics.median(values) if values else None
+
+    def value(self, figure: str, contender: str) -> float | None:
+        """The reported figure: the pooled rate for per-unit figures, else the median over rounds."""
+        total = self.totals.get(figure, {}).get(contender)
+        if total and total[1]:
+            return total[0] / total[1]
+        return self.median(figure, contender)
 
 
 class RemoteProcess:
@@ -99,18 +115,23 @@ async def measure_start(contender: Contender, remote: RemoteProcess, results: Re
 
 async def measure_session(contender: Contender, remote: RemoteProcess, plan: Plan, results: Results,
                           prefix: str = "") -> None:
-    """One session: echo latency, throughput at 8 and 32 in flight, big results, peak RSS."""
+    """One session: echo latency and the bridge's CPU per call, throughput at 8 and 32 in flight, big results,
+    peak RSS."""
     async with contender.connect(remote.url) as session:
         client = session.client
         for _ in range(plan.warmup_calls):
             await client.call_tool("echo", {"text": "warm"})
         latencies = []
+        cpu_before = session.cpu_seconds()
         for i in range(plan.latency_calls):
             started = time.perf_counter()
             await client.call_tool("echo", {"text": f"ping {i}"})
             latencies.append((time.perf_counter() - started) * 1000)
+        cpu_after = session.cpu_seconds()
         results.add(prefix + "echo_p50_ms", contender.name, statistics.median(latencies))
         results.add(prefix + "echo_p99_ms", contender.name, percentile(latencies, 99))
+        if not prefix and cpu_before is not None and cpu_after is not None:
+            results.add_rate("cpu_per_call_ms", contender.name, (cpu_after - cpu_before) * 1000, plan.latency_calls)
         for in_flight in (8, 32):
             rate = await _throughput(client.call_tool, in_flight, plan.throughput_calls)
             results.add(f"{prefix}throughput_{in_flight}_per_s", contender.name, rate)

@@ -14,6 +14,7 @@ FIGURES: tuple[tuple[str, str, bool, str], ...] = (
     ("cold_start_ms", "cold start → first tools/list (ms)", True, "below mcp-remote"),
     ("echo_p50_ms", "echo p50 (ms)", True, "≤ direct + 0.5 ms"),
     ("echo_p99_ms", "echo p99 (ms)", True, "≤ 1.3 × direct"),
+    ("cpu_per_call_ms", "bridge CPU per call (ms)", True, "≤ mcp-stdio"),
     ("throughput_8_per_s", "throughput, 8 in flight (calls/s)", False, "≥ 0.9 × direct"),
     ("throughput_32_per_s", "throughput, 32 in flight (calls/s)", False, "≥ 0.9 × direct"),
     ("big_1mib_ms", "1 MiB result (ms)", True, "≤ 1.2 × direct"),
@@ -27,12 +28,15 @@ FIGURES: tuple[tuple[str, str, bool, str], ...] = (
 
 
 def verdict(key: str, results: Results) -> str:
-    ours, direct = results.median(key, "ours"), results.median(key, "direct")
+    ours, direct = results.value(key, "ours"), results.value(key, "direct")
     if ours is None:
         return ""
     if key == "cold_start_ms":
-        peer = results.median(key, "mcp-remote")
+        peer = results.value(key, "mcp-remote")
         return "" if peer is None else ("met" if ours < peer else "NOT met")
+    if key == "cpu_per_call_ms":
+        peer = results.value(key, "mcp-stdio")
+        return "" if peer is None else ("met" if ours <= peer else "NOT met")
     if key == "peak_rss_mib":
         return "met" if ours <= 70 else "NOT met"
     if direct is None:
@@ -50,7 +54,9 @@ def verdict(key: str, results: Results) -> str:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.0f}" if value >= 100 else f"{value:.2f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
 
 
 def markdown(results: Results, names: list[str], header: dict[str, Any], notes: list[str]) -> str:
@@ -67,19 +73,19 @@ def markdown(results: Results, names: list[str], header: dict[str, Any], notes: 
     for key, label, _, target in FIGURES:
         if key not in results.samples:
             continue
-        values = [results.median(key, n) for n in names]
-        ours = results.median(key, "ours")
+        values = [results.value(key, n) for n in names]
+        ours = results.value(key, "ours")
         ratios = []
         for other in ["direct", *peers]:
-            base = results.median(key, other)
+            base = results.value(key, other)
             if key == "cold_start_ms" and other == "direct":
                 ratios.append("n/a")
             elif ours is None or base in (None, 0):
                 ratios.append("—")
             else:
                 ratios.append(f"{ours / base:.2f}")
-        if key == "echo_p50_ms" and ours is not None and results.median(key, "direct") is not None:
-            ratios[0] += f" (+{ours - results.median(key, 'direct'):.2f} ms)"
+        if key == "echo_p50_ms" and ours is not None and results.value(key, "direct") is not None:
+            ratios[0] += f" (+{ours - results.value(key, 'direct'):.2f} ms)"
         row = [label, *[_fmt(v) for v in values], *ratios, target, verdict(key, results)]
         lines.append("| " + " | ".join(row) + " |")
     if results.requests:
@@ -93,6 +99,9 @@ def markdown(results: Results, names: list[str], header: dict[str, Any], notes: 
     lines.append("")
     lines.append("Cold start of `direct` is the in-process connect of the SDK client (no process spawn): "
                  "shown for reference, not a ratio.")
+    if "cpu_per_call_ms" in results.samples:
+        lines.append("Bridge CPU per call: user + system time of the bridge's process tree over the echo latency "
+                     "calls, summed over rounds and divided by all those calls; `direct` has no bridge.")
     for note in notes:
         lines.append(f"Note: {note}")
     return "\n".join(lines) + "\n"
@@ -112,7 +121,9 @@ def header(versions: dict[str, str], plan: Plan) -> dict[str, Any]:
 
 
 def as_json(results: Results, head: dict[str, Any]) -> dict[str, Any]:
-    summary = {key: {name: results.median(key, name) for name in values}
+    summary = {key: {name: results.value(key, name) for name in values}
                for key, values in results.samples.items()}
+    # For pooled figures `medians` holds the pooled rate; `totals` holds what it was computed from.
     return {"header": head, "medians": summary, "samples": results.samples, "http_requests": results.requests,
+            "totals": results.totals,
             "verdicts": {key: verdict(key, results) for key, *_ in FIGURES if key in results.samples}}
