@@ -36,6 +36,7 @@ from bridge.errors import (
 )
 from bridge.logs import SecretList
 from bridge.messages import NotJson, decode_value
+from bridge.network import AsyncioBackend, keepalive_options
 from bridge.pacing import Pacer, parse_rate_limit
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
 from bridge.settings import BridgeSettings, ConfigError
@@ -70,20 +71,33 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
     loopback = ["all://localhost", "all://127.0.0.1", "all://[::1]"]
     if endpoint.is_loopback:
         loopback.append(f"all://{httpx2.URL(endpoint.url).netloc.decode('ascii')}")
+    verify = _tls_context(settings, endpoint)
+    limits = httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=30.0)
     try:
         return httpx2.AsyncClient(
             headers=headers,
             timeout=timeout,
-            verify=_tls_context(settings, endpoint),
+            verify=verify,
             follow_redirects=False,
-            limits=httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=32,
-                                 keepalive_expiry=30.0),
+            limits=limits,
+            transport=_direct_transport(verify, limits),
             trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
             mounts=dict.fromkeys(loopback),
             auth=FileUserToken(settings.user_token_file, secrets) if settings.user_token_file is not None else None,
         )
     except (ValueError, ImportError, TypeError) as exc:
         raise ConfigError("/".join(_PROXY_VARIABLES), _proxy_problem(exc)) from None
+
+
+def _direct_transport(verify: ssl.SSLContext | bool, limits: httpx2.Limits) -> httpx2.AsyncHTTPTransport:
+    """httpx2's transport for connections without a proxy, on the bridge's own network backend (see `network.py`)."""
+    transport = httpx2.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=True)
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_network_backend"):
+        pool._network_backend = AsyncioBackend(keepalive_options())
+    else:  # pragma: no cover - another httpx2 layout: the stock backend works, only slower
+        logger.debug("httpx2's connection pool has no network backend to replace; using its own")
+    return transport
 
 
 def check_network_settings(settings: BridgeSettings) -> None:

@@ -234,7 +234,7 @@ class StreamableHttpUpstream(TaskHost):
             nonlocal handed
             if hold is not None and not handed:
                 handed = True
-                self._start_listener(opened=lambda: self.gate.release(hold))
+                self._start_listener(opened=lambda: self.gate.release(hold), after=hold)
                 self.spawn(self._release_later, hold)
 
         try:
@@ -264,16 +264,19 @@ class StreamableHttpUpstream(TaskHost):
 
     # --- the GET stream ----------------------------------------------------------------------
 
-    def _start_listener(self, opened: Callable[[], None] | None = None) -> None:
-        """Open the server-to-client stream unless it is open; `opened` is called once it is (or cannot be)."""
+    def _start_listener(self, opened: Callable[[], None] | None = None, after: int | None = None) -> None:
+        """Open the server-to-client stream unless it is open; `opened` is called once it is (or cannot be).
+
+        `after`: the gate hold the stream must not wait for (the one waiting for it).
+        """
         if self._listening or self._tg is None or not self.session_id or self._closed:
             if opened is not None:
                 opened()
             return
         self._listening = True
-        self.spawn(self._listen, opened)
+        self.spawn(self._listen, opened, after)
 
-    async def _listen(self, opened: Callable[[], None] | None = None) -> None:
+    async def _listen(self, opened: Callable[[], None] | None = None, after: int | None = None) -> None:
         """Keep the server-to-client stream open for the life of the session."""
         backoff = Backoff()
         expiries = 0
@@ -281,7 +284,8 @@ class StreamableHttpUpstream(TaskHost):
         generation = self._generation
         try:
             while not self._closed:
-                await self.gate.wait()
+                await self.gate.wait(after)
+                after = None
                 if not self.session_id:
                     return
                 if generation != self._generation:

@@ -180,3 +180,20 @@ async def test_a_remote_that_keeps_losing_sessions_is_not_flooded_with_new_ones(
                 await anyio.sleep(0.005)
         assert len(remote.posted("initialize")) <= 6, len(remote.posted("initialize"))
         await upstream.aclose()
+
+
+async def test_the_first_request_after_initialized_waits_for_the_get_stream_not_for_a_timer():
+    """Requests after `notifications/initialized` wait until the GET stream answered (here: 405), not a second."""
+    remote = MemoryRemote()
+    sink = MemorySink()
+    async with memory_http(remote) as http, anyio.create_task_group() as tg:
+        upstream = StreamableHttpUpstream(http, sink)
+        await tg.start(upstream.run)
+        sink.ask(upstream, "i", "initialize", INIT)
+        await sink.wait_answered("i")
+        upstream.send(build_notification("notifications/initialized"), None)
+        sink.ask(upstream, 1, "tools/list")
+        await sink.wait_answered(1, timeout=0.8)  # the fallback timer is 1 s: this passes only on the GET's answer
+        order = [(m, rpc) for m, rpc, _ in remote.log if m == "GET" or rpc == "tools/list"]
+        assert order == [("GET", None), ("POST", "tools/list")]
+        await upstream.aclose()
