@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +167,16 @@ async def _throughput(call: Callable[..., Any], in_flight: int, total: int) -> f
     return total / (time.perf_counter() - started)
 
 
+async def _guarded(session: Awaitable[None], contender: Contender, progress: Callable[[str], None]) -> None:
+    """A peer that fails one session is reported and skipped for that session; ours failing fails the run."""
+    try:
+        await session
+    except Exception as exc:  # noqa: BLE001 - peers are other people's software
+        if contender.name == "ours":
+            raise
+        progress(f"{contender.name} failed a session ({type(exc).__name__}); its figures miss that session")
+
+
 async def run(contenders: list[Contender], plan: Plan, progress: Callable[[str], None]) -> Results:
     results = Results()
     remote = RemoteProcess()
@@ -179,12 +189,13 @@ async def run(contenders: list[Contender], plan: Plan, progress: Callable[[str],
         for r in range(plan.rounds):
             progress(f"round {r + 1}/{plan.rounds}: latency, throughput, big results, memory")
             for contender in contenders:
-                await measure_session(contender, remote, plan, results)
+                await _guarded(measure_session(contender, remote, plan, results), contender, progress)
         slow_plan = Plan(latency_calls=plan.slow_calls, warmup_calls=3, throughput_calls=plan.slow_calls * 4)
         for r in range(plan.slow_rounds):
             progress(f"20 ms remote, round {r + 1}/{plan.slow_rounds}")
             for contender in contenders:
-                await measure_session(contender, slow_remote, slow_plan, results, prefix="slow_")
+                await _guarded(measure_session(contender, slow_remote, slow_plan, results, prefix="slow_"),
+                               contender, progress)
     finally:
         remote.stop()
         slow_remote.stop()

@@ -1,45 +1,146 @@
-"""Command line: `alloy-mcp-bridge [run] [--flags]`, `check`, `demo`, `--version`.
+"""Command line: `alloy-mcp-bridge [COMMAND] [--flags]`; `run` when no command is given.
 
-A thin dispatcher: it turns flags into setting overrides (each setting's flag
-is its env var without `ALLOY_`, kebab-cased, generated from the settings
-model) and hands over to a command.
+A thin dispatcher. Every setting is a flag on every command that reads the
+configuration (generated from the settings model: each flag is its env var
+without `ALLOY_`, kebab-cased); each command adds its own flags and runs from
+its module in `bridge/commands/`. A mistake on the command line is one line
+on stderr naming it, and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from bridge import __version__
-from bridge.settings import describe, env_name, flag_name, is_flag, setting_names
+from bridge.settings import describe, env_name, flag_name, is_flag, overrides_from, setting_names
 
-COMMANDS = ("run", "check", "demo")
+PROG = "alloy-mcp-bridge"
+EXIT_USAGE = 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="alloy-mcp-bridge",
-        description="A stdio MCP server that relays to a remote Streamable HTTP MCP server (Alloy or any other). "
-        "Every flag has an ALLOY_* environment variable; flags win, then env vars, then .env.",
-        epilog="Commands: run (default) serves stdio; check tests the configuration against the remote; "
-        "demo runs a self-contained round trip.",
-    )
-    parser.add_argument("command", nargs="?", choices=COMMANDS, default="run", help="what to do (default: run)")
-    parser.add_argument("--version", action="version", version=f"alloy-mcp-bridge {__version__}")
-    parser.add_argument("--env-file", default=".env",
-                        help="dotenv file to read (default: .env in the working directory)")
-    for setting in setting_names():
-        description, shown_default, secret = describe(setting)
-        text = f"{_plain(description)} ({env_name(setting)}; default {shown_default})"
-        if secret:
-            text += "; prefer the env var"
-        if is_flag(setting):
-            parser.add_argument(flag_name(setting), dest=setting, action="store_const", const=True, default=None,
-                                help=text)
-        else:
-            parser.add_argument(flag_name(setting), dest=setting, default=None, metavar="VALUE", help=text)
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    example: str
+    settings: bool = True  # takes the settings flags
+    positionals: tuple[tuple[str, str], ...] = ()  # (name, help)
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command(
+        "serve the desktop on stdio, relaying to the remote (the default)",
+        "ALLOY_SERVER_ID=srv_1 ALLOY_API_KEY=... ALLOY_USER_ID=u1 alloy-mcp-bridge",
+    ),
+    "check": Command(
+        "test the configuration against the remote and report what it serves",
+        "alloy-mcp-bridge check --json",
+        options=((("--json",), {"action": "store_true", "help": "print one JSON document instead of lines"}),),
+    ),
+    "config": Command(
+        "print (or install) the client config entry that starts this bridge with the current settings",
+        "alloy-mcp-bridge config claude-desktop --install",
+        positionals=(("client", "claude-desktop, claude-code, cursor, vscode, windsurf, zed, gemini-cli or codex"),),
+        options=(
+            (("--name",), {"default": "alloy", "metavar": "NAME", "help": "the entry's name (default: alloy)"}),
+            (("--include-secrets",), {"action": "store_true",
+                                      "help": "print secret values instead of placeholders"}),
+            (("--install",), {"action": "store_true",
+                              "help": "merge the entry into the client's config file (secrets included)"}),
+            (("--no-secrets",), {"action": "store_true",
+                                 "help": "with --install: write placeholders (VS Code: prompts) for secrets"}),
+            (("--force",), {"action": "store_true", "help": "with --install: replace an entry of the same name"}),
+            (("--dry-run",), {"action": "store_true",
+                              "help": "with --install: print the diff of what would change, write nothing"}),
+            (("--config-path",), {"metavar": "PATH", "help": "with --install: the config file to merge into"}),
+            (("--launcher",), {"choices": ("auto", "uvx", "path"), "default": "auto",
+                               "help": "how the entry starts the bridge: uvx, or this installation's path "
+                                       "(default: auto)"}),
+        ),
+    ),
+    "demo": Command(
+        "a self-contained round trip: a local Alloy-style server, the bridge, a real MCP client",
+        "alloy-mcp-bridge demo",
+        settings=False,
+    ),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming it (no usage dump), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        where = f"{PROG} {command} --help" if command else f"{PROG} --help"
+        print(f"{PROG}: error: {message} (see {where})", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _value_flags() -> set[str]:
+    flags = {"--env-file"} | {flag_name(name) for name in setting_names() if not is_flag(name)}
+    for command in COMMANDS.values():
+        for names, options in command.options:
+            if options.get("action") is None:
+                flags |= set(names)
+    return flags
+
+
+def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """The command named in `argv` (the first word that is not a flag or a flag's value) and the rest."""
+    values = _value_flags()
+    skip = False
+    for index, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if token == "--":
+            break
+        if token.startswith("-"):
+            skip = token in values
+            continue
+        if token in COMMANDS:
+            return token, [*argv[:index], *argv[index + 1:]]
+        _Parser(prog=PROG).error(f"unknown command {token!r}; commands: {', '.join(COMMANDS)}")
+    return "run", list(argv)
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    spec = COMMANDS[command]
+    prog = PROG if command == "run" else f"{PROG} {command}"
+    if command == "run":
+        listing = "\n".join(f"  {name:<8} {cmd.summary}" for name, cmd in COMMANDS.items())
+        description = (
+            "A stdio MCP server that relays to a remote Streamable HTTP MCP server (Alloy or any other).\n\n"
+            f"commands:\n{listing}\n\n`{PROG} COMMAND --help` for each. Every flag has an ALLOY_* environment "
+            "variable; flags win, then env vars, then .env."
+        )
+    else:
+        description = spec.summary[0].upper() + spec.summary[1:] + "."
+    parser = _Parser(prog=prog, description=description, epilog=f"example:\n  {spec.example}",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    for name, text in spec.positionals:
+        parser.add_argument(name, help=text)
+    for names, options in spec.options:
+        parser.add_argument(*names, **options)
+    if spec.settings:
+        group = parser.add_argument_group("settings (each also an ALLOY_* environment variable)")
+        group.add_argument("--env-file", default=".env", metavar="PATH",
+                           help="dotenv file to read (default: .env in the working directory)")
+        for setting in setting_names():
+            description_text, shown_default, secret = describe(setting)
+            text = f"{_plain(description_text)} ({env_name(setting)}; default {shown_default})"
+            if secret:
+                text += "; prefer the env var"
+            if is_flag(setting):
+                group.add_argument(flag_name(setting), dest=setting, action="store_const", const=True,
+                                   default=None, help=text)
+            else:
+                group.add_argument(flag_name(setting), dest=setting, default=None, metavar="VALUE", help=text)
     return parser
 
 
@@ -50,25 +151,42 @@ def _plain(markdown: str) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[str, dict[str, Any], str | None]:
     """The command, the setting overrides given as flags, and the dotenv file."""
-    args = _parser().parse_args(argv)
-    overrides = {setting: getattr(args, setting) for setting in setting_names() if getattr(args, setting) is not None}
-    env_file = args.env_file or None
-    return args.command, overrides, env_file
+    command, args = parse(argv)
+    return command, overrides_of(args), getattr(args, "env_file", ".env") or None
+
+
+def parse(argv: Sequence[str] | None = None) -> tuple[str, argparse.Namespace]:
+    """The command and its parsed arguments."""
+    command, rest = split_command(list(sys.argv[1:] if argv is None else argv))
+    return command, build_parser(command).parse_args(rest)
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags."""
+    return overrides_from(args)
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    if command == "demo":
+        from bridge.commands.demo import main as demo_main
+
+        return demo_main
+    if command == "check":
+        from bridge.commands.check import main as check_main
+
+        return check_main
+    if command == "config":
+        from bridge.commands.config import main as config_main
+
+        return config_main
+    from bridge.commands.run import main as run_main
+
+    return run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command, overrides, env_file = parse_args(sys.argv[1:] if argv is None else argv)
-    if command == "demo":
-        from bridge.commands.demo import run_demo
-
-        return run_demo()
-    if command == "check":
-        from bridge.commands.check import check
-
-        return check(overrides, env_file)
-    from bridge.commands.run import run
-
-    return run(overrides, env_file)
+    command, args = parse(argv)
+    return _handler(command)(args)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,11 @@ def is_flag(setting: str) -> bool:
     return BridgeSettings.model_fields[setting].annotation is bool
 
 
+def overrides_from(args: Any) -> dict[str, Any]:
+    """The settings given as command-line flags (attributes of a parsed namespace named like settings)."""
+    return {name: getattr(args, name) for name in BridgeSettings.model_fields if getattr(args, name, None) is not None}
+
+
 def load_settings(overrides: dict[str, Any] | None = None, *, env_file: str | None = ".env") -> BridgeSettings:
     """Read the settings; `overrides` (from CLI flags) win over env vars and `.env`.
 

@@ -106,6 +106,7 @@ class StdioChannel:
         self._in_fd = -1
         self._out_fd = -1
         self._reader: asyncio.StreamReader | None = None
+        self._in_transport: asyncio.ReadTransport | None = None
         self._out_transport: asyncio.WriteTransport | None = None
         self._out_flow: _WriteFlow | None = None
         self._restore: list[tuple[int, int]] = []
@@ -124,7 +125,8 @@ class StdioChannel:
                 _widen_pipe(self._in_fd)
                 self._reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
                 protocol = asyncio.StreamReaderProtocol(self._reader, loop=loop)
-                await loop.connect_read_pipe(lambda: protocol, os.fdopen(self._in_fd, "rb", buffering=0, closefd=False))
+                self._in_transport, _ = await loop.connect_read_pipe(
+                    lambda: protocol, os.fdopen(self._in_fd, "rb", buffering=0, closefd=False))
             if _is_pipe_like(self._out_fd):
                 _widen_pipe(self._out_fd)
                 flow = self._out_flow = _WriteFlow()
@@ -134,6 +136,8 @@ class StdioChannel:
                 self._out_transport = transport
             yield self
         finally:
+            if self._in_transport is not None:
+                self._in_transport.close()
             if self._out_transport is not None:
                 self._out_transport.close()
             self._undivert()

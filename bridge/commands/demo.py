@@ -9,6 +9,7 @@ calls two of them, and prints what happened.
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import socket
@@ -115,6 +116,11 @@ async def _round_trip() -> int:
 def _text(result: Any) -> str:
     parts = [getattr(block, "text", "") for block in getattr(result, "content", [])]
     return " ".join(p for p in parts if p)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`alloy-mcp-bridge demo`."""
+    return run_demo()
 
 
 def run_demo() -> int:

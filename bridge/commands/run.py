@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib.util
 import logging
@@ -16,7 +17,7 @@ from bridge.http import check_network_settings, remote_http
 from bridge.logs import SecretList, configure_logging
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay
-from bridge.settings import BridgeSettings, ConfigError, load_settings
+from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from
 from bridge.stdio import StdioChannel
 from bridge.transports import Sink, Upstream, make_upstream
 
@@ -42,6 +43,11 @@ def load_configuration(overrides: dict[str, Any], env_file: str | None) -> tuple
               file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     return settings, endpoint
+
+
+def main(args: argparse.Namespace) -> int:
+    """`alloy-mcp-bridge [run]`."""
+    return run(overrides_from(args), args.env_file or None)
 
 
 def run(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
