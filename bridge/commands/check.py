@@ -2,15 +2,19 @@
 
 It runs the same stack as the bridge (settings, HTTP client, transport
 selection, retries) without a desktop: `initialize`, `notifications/initialized`,
-`tools/list` (all pages), then ends the session. Output goes to stderr, one
-line per step; the exit code is 0 when everything worked, 1 otherwise, 2 for a
-configuration error.
+`tools/list`, `resources/list` and `prompts/list` (all pages, each when the
+server offers it), then ends the session. By default the report is one line per
+step on stderr; `--json` prints one JSON document on stdout instead. Exit code
+0 when everything worked, 1 otherwise, 2 for a configuration error.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -22,10 +26,12 @@ from bridge.http import remote_http
 from bridge.inflight import InFlightTable, Pending
 from bridge.logs import SecretList, configure_logging
 from bridge.messages import Kind, Message, build_notification, build_request
-from bridge.settings import BridgeSettings
+from bridge.policy import ToolPolicy
+from bridge.settings import BridgeSettings, overrides_from
 from bridge.transports import Upstream, make_upstream
 
 _PROTOCOL_VERSION = "2025-11-25"
+_MAX_PAGES = 100
 
 
 class _Collector:
@@ -67,17 +73,53 @@ class _Collector:
         return result if isinstance(result, dict) else {}
 
 
-def _say(text: str, secrets: SecretList) -> None:
-    """One line of the report on stderr; whatever the remote said in it is redacted like a log line."""
-    print(secrets.redact(text), file=sys.stderr, flush=True)
+@dataclass
+class Report:
+    """What the check found; printed as lines or as one JSON document."""
+
+    url: str
+    auth_headers: list[str]
+    tool_policy: dict[str, Any]
+    ok: bool = False
+    transport: str | None = None
+    server: dict[str, Any] = field(default_factory=dict)
+    protocol_version: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    round_trip_ms: dict[str, float] = field(default_factory=dict)
+    hidden_tools: int = 0
+    tools: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failure: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "url": self.url, "transport": self.transport, "server": self.server or None,
+            "protocolVersion": self.protocol_version, "counts": self.counts, "roundTripMs": self.round_trip_ms,
+            "authHeaders": self.auth_headers,
+            "toolPolicy": {**self.tool_policy, "hiddenTools": self.hidden_tools},
+            "warnings": self.warnings, "failure": self.failure,
+        }
 
 
-async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> bool:
+async def _paged(collector: _Collector, upstream: Upstream, method: str, key: str,
+                 report: Report) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    started = time.perf_counter()
+    for page in range(1, _MAX_PAGES + 1):
+        params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+        listed = await collector.ask(upstream, build_request(f"check-{method}-{page}", method, params))
+        items += [item for item in listed.get(key, []) if isinstance(item, dict)]
+        cursor = listed.get("nextCursor")
+        if not cursor:
+            break
+    report.round_trip_ms[method] = round((time.perf_counter() - started) * 1000, 1)
+    return items
+
+
+async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList, report: Report) -> None:
     collector = _Collector()
-
-    def say(text: str) -> None:
-        _say(text, secrets)
-
+    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools)
     async with remote_http(settings, endpoint, secrets) as http:
         upstream = make_upstream(settings.transport, http, collector)
         async with anyio.create_task_group() as tg:
@@ -88,45 +130,83 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                     "protocolVersion": _PROTOCOL_VERSION, "capabilities": {},
                     "clientInfo": {"name": "alloy-mcp-bridge-check", "version": __version__},
                 }))
-                info = result.get("serverInfo") or {}
-                say(f"ok   initialize: {info.get('name', '?')} {info.get('version', '')} speaks protocol "
-                     f"{result.get('protocolVersion')} ({(time.perf_counter() - started) * 1000:.0f} ms)")
+                report.round_trip_ms["initialize"] = round((time.perf_counter() - started) * 1000, 1)
+                report.transport = getattr(upstream, "transport_name", None)
+                info = result.get("serverInfo")
+                report.server = {k: v for k, v in (info or {}).items() if k in ("name", "version", "title")}
+                report.protocol_version = result.get("protocolVersion")
+                offered = result.get("capabilities")
+                capabilities: dict[str, Any] = offered if isinstance(offered, dict) else {}
                 upstream.send(build_notification("notifications/initialized"), None)
-                names: list[str] = []
-                cursor = None
-                for page in range(1, 101):
-                    params: dict[str, Any] = {"cursor": cursor} if cursor else {}
-                    listed = await collector.ask(upstream, build_request(f"check-list-{page}", "tools/list", params))
-                    names += [str(t.get("name")) for t in listed.get("tools", []) if isinstance(t, dict)]
-                    cursor = listed.get("nextCursor")
-                    if not cursor:
-                        break
-                shown = ", ".join(names[:10]) + (f", … (+{len(names) - 10})" if len(names) > 10 else "")
-                say(f"ok   tools/list: {len(names)} tool(s){': ' + shown if names else ''}")
-                return True
+                tools = await _paged(collector, upstream, "tools/list", "tools", report)
+                names = [str(tool.get("name")) for tool in tools]
+                visible = [name for name in names if policy.permits(name)]
+                report.tools, report.hidden_tools = visible, len(names) - len(visible)
+                report.counts["tools"] = len(visible)
+                if "resources" in capabilities:
+                    report.counts["resources"] = len(await _paged(collector, upstream, "resources/list",
+                                                                  "resources", report))
+                if "prompts" in capabilities:
+                    report.counts["prompts"] = len(await _paged(collector, upstream, "prompts/list", "prompts",
+                                                                report))
+                report.ok = True
             except BridgeError as error:
-                say(f"FAIL {error.message}")
-                hint = error.hint
-                if hint:
-                    say(f"     {hint}")
-                return False
+                report.failure = {"code": error.code, "cause": secrets.redact(error.message),
+                                  "fix": secrets.redact(error.hint or "")}
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await upstream.aclose()
                 tg.cancel_scope.cancel()
-    return False  # not reached: every path above returns
 
 
-def check(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
-    """Run the check; 0 when the remote answered `initialize` and `tools/list`."""
+def _print_lines(report: Report, secrets: SecretList) -> None:
+    def say(text: str) -> None:
+        print(secrets.redact(text), file=sys.stderr, flush=True)
+
+    say(f"alloy-mcp-bridge {__version__} check: {report.url}")
+    for warning in report.warnings:
+        say(f"warn {warning}")
+    if report.server or report.protocol_version:
+        say(f"ok   initialize: {report.server.get('name', '?')} {report.server.get('version', '')} speaks protocol "
+            f"{report.protocol_version} over {report.transport} ({report.round_trip_ms.get('initialize', 0):.0f} ms)")
+    if "tools" in report.counts:
+        shown = ", ".join(report.tools[:10]) + (f", … (+{len(report.tools) - 10})" if len(report.tools) > 10 else "")
+        hidden = f" ({report.hidden_tools} hidden by the tool policy)" if report.hidden_tools else ""
+        say(f"ok   tools/list: {report.counts['tools']} tool(s){hidden}{': ' + shown if shown else ''}")
+    for kind in ("resources", "prompts"):
+        if kind in report.counts:
+            say(f"ok   {kind}/list: {report.counts[kind]} {kind}")
+    if report.auth_headers:
+        say(f"     auth headers sent: {', '.join(report.auth_headers)}")
+    if report.failure is not None:
+        say(f"FAIL {report.failure['cause']}")
+        if report.failure["fix"]:
+            say(f"     {report.failure['fix']}")
+    say("All good: a desktop client configured like this will work." if report.ok else "The check failed.")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`alloy-mcp-bridge check [--json]`."""
+    return check(overrides_from(args), args.env_file or None, as_json=args.json)
+
+
+def check(overrides: dict[str, Any], env_file: str | None = ".env", *, as_json: bool = False) -> int:
+    """Run the check; 0 when the remote answered `initialize` and every listing."""
     from bridge.commands.run import load_configuration
 
     settings, endpoint = load_configuration(overrides, env_file)
     secrets = SecretList(endpoint.secrets)
     configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file, secrets)
-    _say(f"alloy-mcp-bridge {__version__} check: {endpoint.display_url}", secrets)
-    for warning in endpoint.warnings:
-        _say(f"warn {warning}", secrets)
-    ok = anyio.run(_check, settings, endpoint, secrets)
-    _say("All good: a desktop client configured like this will work." if ok else "The check failed.", secrets)
-    return 0 if ok else 1
+    headers = sorted(endpoint.headers)
+    if settings.user_token_file is not None:
+        headers = sorted({*headers, "x-alloy-user-token"})
+    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools)
+    report = Report(url=endpoint.display_url, auth_headers=headers,
+                    tool_policy={"allowed": list(policy.allowed), "blocked": list(policy.blocked)},
+                    warnings=list(endpoint.warnings))
+    anyio.run(_check, settings, endpoint, secrets, report)
+    if as_json:
+        print(secrets.redact(json.dumps(report.as_json(), ensure_ascii=False)), flush=True)
+    else:
+        _print_lines(report, secrets)
+    return 0 if report.ok else 1

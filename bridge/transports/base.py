@@ -59,6 +59,7 @@ RequestHandler = Callable[..., Awaitable[None]]
 class TaskHost:
     """Owns the tasks an upstream spawns (request handlers, streams) for as long as `run()` runs."""
 
+    transport_name = "unknown"  # how `check` names it
     _tg: anyio.abc.TaskGroup | None = None
     _closed: bool = False
     sink: Sink

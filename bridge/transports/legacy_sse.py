@@ -67,6 +67,8 @@ class _Waiter:
 class LegacySseUpstream(TaskHost):
     """A legacy HTTP+SSE MCP session to the remote (see module docstring)."""
 
+    transport_name = "sse"
+
     def __init__(self, http: RemoteHttp, sink: Sink) -> None:
         self.http = http
         self.sink = sink

@@ -61,6 +61,10 @@ class AutoUpstream:
             task_status.started()
             await anyio.sleep_forever()
 
+    @property
+    def transport_name(self) -> str:
+        return str(getattr(self.current, "transport_name", "unknown"))
+
     def send(self, message: Message, pending: Pending | None) -> None:
         if self._held is not None:
             self._held.append((message, pending))

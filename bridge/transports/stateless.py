@@ -80,6 +80,8 @@ def modern_versions_offered(refusal: RemoteRpcError) -> list[str]:
 class StatelessUpstream(TaskHost):
     """Serves a handshake-era desktop from a 2026-07-28-only remote (see module docstring)."""
 
+    transport_name = "stateless (2026-07-28)"
+
     def __init__(self, http: RemoteHttp, sink: Sink, version: str = MODERN_VERSION) -> None:
         from mcp.shared import inbound
         from mcp_types import (

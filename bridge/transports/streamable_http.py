@@ -62,6 +62,8 @@ RefusalHandler = Callable[[Pending, RemoteFailure], Awaitable[bool]]
 class StreamableHttpUpstream(TaskHost):
     """A Streamable HTTP MCP session to the remote, with resilience (see module docstring)."""
 
+    transport_name = "streamable-http"
+
     def __init__(self, http: RemoteHttp, sink: Sink, *, on_refused_initialize: RefusalHandler | None = None,
                  on_initialize_settled: Callable[[], None] | None = None) -> None:
         self.http = http

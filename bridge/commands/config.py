@@ -1,0 +1,189 @@
+"""`alloy-mcp-bridge config CLIENT`: the client config entry that starts this bridge with the current settings.
+
+The settings are read exactly as `run` reads them (flags, env vars, `.env`);
+the entry carries every one that differs from its default in its `env` block,
+never in `args`. Secrets are placeholders (VS Code: its own password prompts)
+unless `--include-secrets`. The entry starts this very installation (see
+`bridge/installation.py`). `--install` merges it into the client's config file
+under the rules of `bridge/config_files.py`; for Claude Code it goes through
+the `claude` CLI when that is on PATH.
+
+Output: the entry on stdout, ready to paste; notes on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from bridge.client_configs import (
+    CLIENT_NAMES,
+    CLIENTS,
+    ClientSpec,
+    ServerEntry,
+    claude_add_command,
+    placeholder,
+    toml_key,
+)
+from bridge.config_files import ConfigFileError, apply, plan, unified_diff
+from bridge.endpoint import Endpoint
+from bridge.installation import LaunchCommand, launch_command
+from bridge.settings import BridgeSettings, describe, env_name, overrides_from
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+def settings_env(settings: BridgeSettings, endpoint: Endpoint) -> tuple[dict[str, str], set[str]]:
+    """The settings that differ from their defaults, as env vars, and which of them hold secrets."""
+    env: dict[str, str] = {}
+    secret: set[str] = set()
+    for name, field in BridgeSettings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None or value == field.default:
+            continue
+        text = _as_text(value)
+        if isinstance(field.default, (int, float)) and not isinstance(field.default, bool):
+            try:
+                if float(text) == float(field.default):
+                    continue
+            except ValueError:
+                pass
+        env[env_name(name)] = text
+        if describe(name)[2] and (name != "mcp_url" or any(s in text for s in endpoint.secrets)):
+            secret.add(env_name(name))
+    return env, secret
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Path):
+        return str(value.expanduser().resolve())  # the client starts the bridge in another directory
+    return str(value)
+
+
+def server_entry(name: str, launch: LaunchCommand, env: dict[str, str], secrets: set[str], *,
+                 include_secrets: bool) -> ServerEntry:
+    hidden = set() if include_secrets else set(secrets)
+    shown = {key: (placeholder(key) if key in hidden else value) for key, value in env.items()}
+    return ServerEntry(name, launch.command, launch.args, shown, frozenset(secrets), frozenset(hidden))
+
+
+def render(spec: ClientSpec, server: ServerEntry) -> str:
+    """The entry as the user pastes it."""
+    if spec.name == "claude-code":
+        return claude_add_command(server)
+    if spec.format == "toml":
+        lines = [f"[{spec.key}.{toml_key(server.name)}]", f"command = {json.dumps(server.command)}",
+                 f"args = {json.dumps(list(server.args))}", "", f"[{spec.key}.{toml_key(server.name)}.env]"]
+        lines += [f"{toml_key(key)} = {json.dumps(value)}" for key, value in server.env.items()]
+        return "\n".join(lines)
+    return json.dumps(spec.document(server), indent=2, ensure_ascii=False)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`alloy-mcp-bridge config CLIENT [...]`."""
+    from bridge.commands.run import load_configuration
+
+    if args.client not in CLIENTS:
+        print(f"alloy-mcp-bridge: error: unknown client {args.client!r}; one of: {', '.join(CLIENT_NAMES)} "
+              "(see alloy-mcp-bridge config --help)", file=sys.stderr)
+        return EXIT_USAGE
+    for flag in ("no_secrets", "force", "dry_run", "config_path"):
+        if getattr(args, flag) and not args.install:
+            print(f"alloy-mcp-bridge: error: --{flag.replace('_', '-')} goes with --install "
+                  "(see alloy-mcp-bridge config --help)", file=sys.stderr)
+            return EXIT_USAGE
+    spec = CLIENTS[args.client]
+    settings, endpoint = load_configuration(overrides_from(args), args.env_file or None)
+    try:
+        launch = launch_command(args.launcher)
+    except LookupError as exc:
+        print(f"alloy-mcp-bridge: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    env, secrets = settings_env(settings, endpoint)
+    include = args.include_secrets or (args.install and not args.no_secrets)
+    server = server_entry(args.name, launch, env, secrets, include_secrets=include)
+    for text in launch.notes:
+        _note(text)
+    if not args.install:
+        print(render(spec, server))
+        if server.hidden and spec.name != "vscode":
+            _note(f"secrets are placeholders ({', '.join(sorted(server.hidden))}): fill them in, or run again "
+                  "with --include-secrets")
+        _note(f"{spec.title} reads {_default_path(spec)}; `--install` merges the entry there")
+        return 0
+    return _install(spec, server, args)
+
+
+def _default_path(spec: ClientSpec) -> Path:
+    return spec.config_path(sys.platform if sys.platform in ("darwin", "win32") else "linux", os.environ, Path.home())
+
+
+def _install(spec: ClientSpec, server: ServerEntry, args: argparse.Namespace) -> int:
+    path = Path(args.config_path).expanduser() if args.config_path else _default_path(spec)
+    try:
+        change = plan(spec, path, server, force=args.force)
+    except ConfigFileError as exc:
+        print(f"alloy-mcp-bridge: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    via_cli = spec.name == "claude-code" and not args.config_path and shutil.which("claude") is not None
+    if args.dry_run:
+        diff = unified_diff(change, server)
+        print(diff or f"# {path}: already up to date", end="" if diff else "\n")
+        if via_cli:
+            _note("Claude Code's own CLI would make this change: claude mcp add-json -s user " + server.name)
+        return 0
+    if change.unchanged:
+        _note(f"{path} already has this entry; nothing to do")
+        return 0
+    if via_cli:
+        return _install_with_claude(server, spec, replace=change.replaced)
+    try:
+        backup = apply(change)
+    except OSError as exc:
+        print(f"alloy-mcp-bridge: cannot write {path} ({type(exc).__name__}); it was left as it was",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if backup is not None:
+        _note(f"backup of the previous file: {backup}")
+    print(f"{'Replaced' if change.replaced else 'Added'} {server.name!r} in {path}. Restart {spec.title} to use it.",
+          file=sys.stderr)
+    return 0
+
+
+def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, replace: bool) -> int:
+    """`claude mcp add-json -s user NAME -`: the JSON on stdin, so no secret is on a command line."""
+    claude = shutil.which("claude")
+    assert claude is not None
+    if replace:
+        subprocess.run([claude, "mcp", "remove", server.name, "-s", "user"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    result = subprocess.run([claude, "mcp", "add-json", "-s", "user", server.name, "-"],
+                            input=json.dumps(spec.entry(server)), capture_output=True, text=True, timeout=60,
+                            check=False)
+    if result.returncode != 0:
+        first = (result.stderr or result.stdout).strip().splitlines()[:1]
+        print(f"alloy-mcp-bridge: `claude mcp add-json` failed: {first[0] if first else result.returncode}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{'Replaced' if replace else 'Added'} {server.name!r} in Claude Code's user config (through the claude "
+          "CLI). Check it with: claude mcp list", file=sys.stderr)
+    return 0
