@@ -108,7 +108,7 @@ def _merge_toml(spec: ClientSpec, path: Path, before: str | None, server: Server
         raise ConfigFileError(f"{path}: {spec.key!r} is not a table; it was left untouched.")
     entry = spec.entry(server)
     existing = servers.get(server.name)
-    plain = existing.unwrap() if hasattr(existing, "unwrap") else existing
+    plain: Any = existing.unwrap() if existing is not None and hasattr(existing, "unwrap") else existing
     replaced = existing is not None and plain != entry
     if replaced and not force:
         raise ConfigFileError(

@@ -92,9 +92,17 @@ def _widen_pipe(fd: int) -> None:
 
 
 def _dup_private(fd: int) -> int:
-    """A private duplicate of `fd`, above the standard descriptors and not inherited by children."""
-    if fcntl is None:
-        return os.dup(fd)  # pragma: no cover - Windows: dup() handles are not inheritable by default
+    """A private duplicate of `fd`, above the standard descriptors and not inherited by children.
+
+    On Windows the duplicate is switched to binary mode: in the C runtime's default text mode every
+    `\n` written would become `\r\n`, and JSON-RPC lines end with `\n` alone on every platform.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        duplicate = os.dup(fd)  # dup() handles are not inheritable by default
+        import msvcrt
+
+        msvcrt.setmode(duplicate, os.O_BINARY)
+        return duplicate
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 

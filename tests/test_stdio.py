@@ -198,3 +198,5 @@ def test_files_as_stdin_and_stdout_work_through_the_thread_fallback(remote, tmp_
     assert result.returncode == 0
     assert {a["id"] for a in answers} == {1, 2}
     assert all("result" in a for a in answers)
+    written = output.read_bytes()
+    assert written.endswith(b"}\n") and b"\r" not in written  # `\n` alone, whatever the platform
