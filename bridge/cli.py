@@ -62,6 +62,11 @@ COMMANDS: dict[str, Command] = {
                                        "(default: auto)"}),
         ),
     ),
+    "servers": Command(
+        "manage Alloy MCP servers: list, get, create, update, delete, connect",
+        "alloy-mcp-bridge servers create crm --allow-connector hubspot && alloy-mcp-bridge servers list",
+        settings=False,  # each action takes the settings flags itself
+    ),
     "demo": Command(
         "a self-contained round trip: a local Alloy-style server, the bridge, a real MCP client",
         "alloy-mcp-bridge demo",
@@ -81,7 +86,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _value_flags() -> set[str]:
-    flags = {"--env-file"} | {flag_name(name) for name in setting_names() if not is_flag(name)}
+    flags = {"--env-file", "--description", "--instructions", "--token-days", "--restrictions-file"}
+    flags |= {flag_name(name) for name in setting_names() if not is_flag(name)}
     for command in COMMANDS.values():
         for names, options in command.options:
             if options.get("action") is None:
@@ -128,20 +134,29 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     for names, options in spec.options:
         parser.add_argument(*names, **options)
     if spec.settings:
-        group = parser.add_argument_group("settings (each also an ALLOY_* environment variable)")
-        group.add_argument("--env-file", default=".env", metavar="PATH",
-                           help="dotenv file to read (default: .env in the working directory)")
-        for setting in setting_names():
-            description_text, shown_default, secret = describe(setting)
-            text = f"{_plain(description_text)} ({env_name(setting)}; default {shown_default})"
-            if secret:
-                text += "; prefer the env var"
-            if is_flag(setting):
-                group.add_argument(flag_name(setting), dest=setting, action="store_const", const=True,
-                                   default=None, help=text)
-            else:
-                group.add_argument(flag_name(setting), dest=setting, default=None, metavar="VALUE", help=text)
+        add_settings(parser)
+    if command == "servers":
+        from bridge.commands.servers import add_arguments
+
+        add_arguments(parser, _Parser, add_settings)
     return parser
+
+
+def add_settings(parser: argparse.ArgumentParser) -> None:
+    """Every setting as a flag (generated from the settings model), plus `--env-file`."""
+    group = parser.add_argument_group("settings (each also an ALLOY_* environment variable)")
+    group.add_argument("--env-file", default=".env", metavar="PATH",
+                       help="dotenv file to read (default: .env in the working directory)")
+    for setting in setting_names():
+        description_text, shown_default, secret = describe(setting)
+        text = f"{_plain(description_text)} ({env_name(setting)}; default {shown_default})"
+        if secret:
+            text += "; prefer the env var"
+        if is_flag(setting):
+            group.add_argument(flag_name(setting), dest=setting, action="store_const", const=True,
+                               default=None, help=text)
+        else:
+            group.add_argument(flag_name(setting), dest=setting, default=None, metavar="VALUE", help=text)
 
 
 def _plain(markdown: str) -> str:
@@ -179,6 +194,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
         from bridge.commands.config import main as config_main
 
         return config_main
+    if command == "servers":
+        from bridge.commands.servers import main as servers_main
+
+        return servers_main
     from bridge.commands.run import main as run_main
 
     return run_main

@@ -109,6 +109,37 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
                     warnings=tuple(warnings))
 
 
+def resolve_management_endpoint(settings: BridgeSettings) -> Endpoint:
+    """The Server Management API (`{ALLOY_BASE_URL}/api/servers`) with the key and user headers.
+
+    Raises:
+        ConfigError: no API key, or a malformed base URL or header value.
+    """
+    if settings.api_key is None:
+        raise ConfigError("api_key", "is required to manage servers (the management API takes the API key)")
+    _check_no_whitespace("base_url", settings.base_url)
+    base = parse_http_url("base_url", settings.base_url)
+    if base.query or base.fragment:
+        raise ConfigError("base_url", "must not have a query string or fragment")
+    url = urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + "/api/servers", "", ""))
+    if not (base.scheme == "https" or settings.allow_http or is_loopback(base.hostname or "")):
+        raise ConfigError("base_url", "uses plain http:// to a non-loopback host; use https:// "
+                                      "(or set ALLOY_ALLOW_HTTP=true if you must)")
+    secrets = [settings.api_key.get_secret_value()]
+    _check_header_safe("api_key", secrets[0], secret=True)
+    headers = {"authorization": "Bearer " + secrets[0]}
+    if settings.user_id is not None:
+        _check_header_safe("user_id", settings.user_id)
+        headers["x-alloy-userid"] = settings.user_id
+    if settings.user_token is not None:
+        _check_header_safe("user_token", settings.user_token.get_secret_value(), secret=True)
+        headers["x-alloy-user-token"] = settings.user_token.get_secret_value()
+        secrets.append(settings.user_token.get_secret_value())
+    if settings.user_token_file is not None:
+        secrets.append(read_secret_file(settings.user_token_file))
+    return Endpoint(url=url, headers=headers, secrets=secret_forms(secrets), display_url=url)
+
+
 def _endpoint_url(settings: BridgeSettings) -> tuple[str, str | None, str]:
     """The endpoint URL, a token URL's access token (decoded) and the token as written in the URL."""
     token = settings.access_token.get_secret_value() if settings.access_token else None

@@ -115,6 +115,7 @@ class BridgeError(RemoteFailure):
         http_status: int | None = None,
         retry_after: float | None = None,
         hint: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = int(code)
@@ -122,6 +123,7 @@ class BridgeError(RemoteFailure):
         self.http_status = http_status
         self.retry_after = retry_after
         self.hint = hint if hint is not None else HINTS.get(self.code)
+        self.detail = detail  # the remote's own words about an HTTP error (redacted, shortened)
 
     def __str__(self) -> str:
         return self.message
@@ -238,7 +240,7 @@ def status_error(status: int, *, where: str, detail: str = "", retry_after: floa
         )
     else:
         code, text = BridgeErrorCode.REMOTE_ERROR, f"The remote failed with HTTP {status}.{said}"
-    return BridgeError(code, text, http_status=status, retry_after=retry_after)
+    return BridgeError(code, text, http_status=status, retry_after=retry_after, detail=detail or None)
 
 
 def bad_response(text: str, *, http_status: int | None = None) -> BridgeError:

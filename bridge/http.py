@@ -24,6 +24,7 @@ import httpx2
 
 from bridge import __version__
 from bridge.auth import FileUserToken
+from bridge.direct_pool import DirectSender
 from bridge.endpoint import Endpoint
 from bridge.errors import (
     BridgeError,
@@ -53,8 +54,11 @@ _PASS_THROUGH_STATUSES = frozenset({400, 404, 405, 406, 409, 415, 422})
 _PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
 
-def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> httpx2.AsyncClient:
+def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
+                 transport: httpx2.AsyncHTTPTransport | None = None) -> httpx2.AsyncClient:
     """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling, proxies.
+
+    `transport` serves the connections that need no proxy (default: one on the bridge's network backend).
 
     Raises:
         ConfigError: a proxy variable the client cannot use.
@@ -72,7 +76,7 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
     if endpoint.is_loopback:
         loopback.append(f"all://{httpx2.URL(endpoint.url).netloc.decode('ascii')}")
     verify = _tls_context(settings, endpoint)
-    limits = httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=30.0)
+    limits = _limits()
     try:
         return httpx2.AsyncClient(
             headers=headers,
@@ -80,13 +84,17 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
             verify=verify,
             follow_redirects=False,
             limits=limits,
-            transport=_direct_transport(verify, limits),
+            transport=transport or _direct_transport(verify, limits),
             trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
             mounts=dict.fromkeys(loopback),
             auth=FileUserToken(settings.user_token_file, secrets) if settings.user_token_file is not None else None,
         )
     except (ValueError, ImportError, TypeError) as exc:
         raise ConfigError("/".join(_PROXY_VARIABLES), _proxy_problem(exc)) from None
+
+
+def _limits() -> httpx2.Limits:
+    return httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=30.0)
 
 
 def _direct_transport(verify: ssl.SSLContext | bool, limits: httpx2.Limits) -> httpx2.AsyncHTTPTransport:
@@ -148,17 +156,21 @@ def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext
 @contextlib.asynccontextmanager
 async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> AsyncIterator[RemoteHttp]:
     """The client and the sender on top of it, for as long as the bridge talks to the remote."""
-    async with build_client(settings, endpoint, secrets) as client:
-        yield RemoteHttp(client, settings, endpoint, secrets)
+    transport = _direct_transport(_tls_context(settings, endpoint), _limits())
+    async with build_client(settings, endpoint, secrets, transport) as client:
+        direct = DirectSender.for_client(client, httpx2.URL(endpoint.url), transport)
+        yield RemoteHttp(client, settings, endpoint, secrets, direct=direct)
 
 
 class RemoteHttp:
     """Sends requests to the endpoint with the retry policy and error mapping applied."""
 
     def __init__(
-        self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList
+        self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
+        *, direct: DirectSender | None = None,
     ) -> None:
         self._client = client
+        self._direct = direct  # the endpoint's hot path (see direct_pool.py), when it applies
         self.secrets = secrets
         self.url = endpoint.url
         self._parsed_url = httpx2.URL(endpoint.url)  # parsed once, not per request
@@ -199,21 +211,33 @@ class RemoteHttp:
         """
         state = self.policy.start()
         target = url or self._parsed_url
-        extensions = {"trace": _sent_tracer(on_sent)} if on_sent is not None else None
+        direct = self._direct if url is None else None
+        extensions: dict[str, Any] = {"trace": _sent_tracer(on_sent)} if on_sent is not None else {}
+        if direct is not None:
+            extensions["timeout"] = (timeout if timeout is not None else self._client.timeout).as_dict()
         while True:
-            try:
-                request = self._client.build_request(
-                    http_method, target, content=body, headers=headers,
-                    timeout=timeout if timeout is not None else self._client.timeout, extensions=extensions,
-                )
-            except (httpx2.InvalidURL, ValueError, TypeError) as exc:
-                raise BridgeError(BridgeErrorCode.BAD_RESPONSE,
-                                  f"The bridge could not build a request for {rpc_method or http_method}: "
-                                  f"{type(exc).__name__}.") from None
+            request: httpx2.Request | None = None
+            if direct is None:
+                try:
+                    request = self._client.build_request(
+                        http_method, target, content=body, headers=headers,
+                        timeout=timeout if timeout is not None else self._client.timeout, extensions=extensions,
+                    )
+                except (httpx2.InvalidURL, ValueError, TypeError) as exc:
+                    raise BridgeError(BridgeErrorCode.BAD_RESPONSE,
+                                      f"The bridge could not build a request for {rpc_method or http_method}: "
+                                      f"{type(exc).__name__}.") from None
             if self.pacer is not None:
                 await self.pacer.wait_turn()
             try:
-                response = await self._client.send(request, stream=True)
+                if direct is not None:
+                    response: Any = await direct.send(http_method, body, headers, extensions)
+                    if _debugging():
+                        logger.debug("HTTP %s %s -> %s", http_method, self.endpoint.display_url,
+                                     response.status_code)
+                else:
+                    assert request is not None
+                    response = await self._client.send(request, stream=True)
             except httpx2.PoolTimeout:
                 raise BridgeError(
                     BridgeErrorCode.REMOTE_UNAVAILABLE,
@@ -323,6 +347,10 @@ class RemoteHttp:
             BridgeErrorCode.MESSAGE_TOO_LARGE,
             f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
         )
+
+
+def _debugging() -> bool:
+    return logger.isEnabledFor(logging.DEBUG)
 
 
 def _sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:

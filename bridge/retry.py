@@ -51,6 +51,11 @@ IDEMPOTENT_METHODS = frozenset(
         "completion/complete",
         "logging/setLevel",
         "server/discover",
+        # The Server Management API (`alloy-mcp-bridge servers`): everything but creating a server.
+        "servers/list",
+        "servers/get",
+        "servers/update",
+        "servers/delete",
     }
 )
 

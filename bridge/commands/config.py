@@ -98,8 +98,8 @@ def render(spec: ClientSpec, server: ServerEntry) -> str:
     return json.dumps(spec.document(server), indent=2, ensure_ascii=False)
 
 
-def main(args: argparse.Namespace) -> int:
-    """`alloy-mcp-bridge config CLIENT [...]`."""
+def main(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> int:
+    """`alloy-mcp-bridge config CLIENT [...]` (and `servers connect`, which `drop`s the configured endpoint)."""
     from bridge.commands.run import load_configuration
 
     if args.client not in CLIENTS:
@@ -112,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
                   "(see alloy-mcp-bridge config --help)", file=sys.stderr)
             return EXIT_USAGE
     spec = CLIENTS[args.client]
-    settings, endpoint = load_configuration(overrides_from(args), args.env_file or None)
+    overrides = {k: v for k, v in overrides_from(args).items() if k not in drop}
+    settings, endpoint = load_configuration(overrides, args.env_file or None, drop=drop)
     try:
         launch = launch_command(args.launcher)
     except LookupError as exc:

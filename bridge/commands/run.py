@@ -26,10 +26,16 @@ logger = logging.getLogger(__name__)
 EXIT_CONFIG = 2
 
 
-def load_configuration(overrides: dict[str, Any], env_file: str | None) -> tuple[BridgeSettings, Endpoint]:
-    """Settings and endpoint, or a one-line error on stderr and exit code 2 (before any network use)."""
+def load_configuration(overrides: dict[str, Any], env_file: str | None,
+                       drop: tuple[str, ...] = ()) -> tuple[BridgeSettings, Endpoint]:
+    """Settings and endpoint, or a one-line error on stderr and exit code 2 (before any network use).
+
+    `drop` unsets settings whatever their source (`servers connect` replaces the endpoint).
+    """
     try:
         settings = load_settings(overrides, env_file=env_file)
+        if drop:
+            settings = settings.model_copy(update=dict.fromkeys(drop))
         endpoint = resolve_endpoint(settings)
         check_network_settings(settings)
         if settings.log_file is not None:

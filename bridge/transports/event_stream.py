@@ -3,11 +3,11 @@
 Why not httpx2's `EventSource`: it decodes every chunk to text and re-splits
 it in Python, ~2.5 ms per MiB here, and the bridge would then encode the data
 back to bytes for stdout. This decoder finds line ends in raw chunks with
-`bytes.find` (memchr speed), never rescans bytes it has seen, and appends each
-data line once to one growing buffer (a list of small lines would cost tens of
-bytes of overhead per line: a hostile stream of two-byte `data:` lines must
-not turn 64 MiB into a gigabyte). Event data is yielded as bytes, ready to
-validate and forward.
+`bytes.find` (memchr speed), never rescans bytes it has seen, copies a one-line
+event's data once, and appends further data lines to one growing buffer (a list
+of small lines would cost tens of bytes of overhead per line: a hostile stream
+of two-byte `data:` lines must not turn 64 MiB into a gigabyte). Event data is
+yielded as bytes, ready to validate and forward.
 
 The size limit counts every byte of the event as it arrives (field names and
 line ends too), so memory is bounded by the limit whatever the line shape.
@@ -42,8 +42,8 @@ class SseDecoder:
         self._max = max_event_bytes
         self._buffer = bytearray()
         self._scanned = 0
-        self._data = bytearray()
-        self._has_data = False
+        self._first: bytes | None = None  # the event's first data line (most events have just one)
+        self._more: bytearray | None = None  # further data lines, joined as they arrive
         self._size = 0  # bytes of the current event so far, framing included
         self._event = ""
         self._id: str | None = None
@@ -100,11 +100,14 @@ class SseDecoder:
             if value_start < end and buffer[value_start] == 0x20:
                 value_start += 1
         if name == b"data":
-            if self._has_data:
-                self._data += b"\n"
-            with memoryview(buffer) as view:
-                self._data += view[value_start:end]
-            self._has_data = True
+            if self._first is None:
+                self._first = bytes(buffer[value_start:end])  # the one copy of a one-line event
+            else:
+                if self._more is None:
+                    self._more = bytearray(self._first)
+                self._more += b"\n"
+                with memoryview(buffer) as view:
+                    self._more += view[value_start:end]
             return None
         value = bytes(buffer[value_start:end])
         if name == b"event":
@@ -119,11 +122,12 @@ class SseDecoder:
 
     def _dispatch(self) -> Event | None:
         self._size = 0
-        if not self._has_data and self._id is None and self._retry is None and not self._event:
+        if self._first is None and self._id is None and self._retry is None and not self._event:
             return None
-        event = Event(self._event or "message", bytes(self._data), self._id, self._retry)
-        self._data = bytearray()
-        self._has_data = False
+        data = bytes(self._more) if self._more is not None else (self._first or b"")
+        event = Event(self._event or "message", data, self._id, self._retry)
+        self._first = None
+        self._more = None
         self._event = ""
         self._id = None
         self._retry = None
