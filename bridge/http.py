@@ -23,7 +23,7 @@ import anyio
 import httpx2
 
 from bridge import __version__
-from bridge.auth import FileUserToken
+from bridge.auth import CommandHeader, FileHeader, HeaderSource, RotatingHeaders
 from bridge.direct_pool import DirectSender
 from bridge.endpoint import Endpoint
 from bridge.errors import (
@@ -41,12 +41,11 @@ from bridge.network import AsyncioBackend, keepalive_options
 from bridge.pacing import Pacer, parse_rate_limit
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
 from bridge.settings import BridgeSettings, ConfigError
+from bridge.stats import SessionStats
 
 logger = logging.getLogger(__name__)
 
 SESSION_HEADER = "mcp-session-id"
-# A stream the remote may leave quiet for a long time (the GET stream, a subscription) gets this read timeout.
-_QUIET_STREAM_READ = 300.0
 _MAX_CONNECTIONS = 128
 _DETAIL_CHARS = 300
 # Non-2xx statuses whose JSON-RPC error body is the remote's real answer (others get the bridge's own message).
@@ -87,10 +86,24 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
             transport=transport or _direct_transport(verify, limits),
             trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
             mounts=dict.fromkeys(loopback),
-            auth=FileUserToken(settings.user_token_file, secrets) if settings.user_token_file is not None else None,
+            auth=rotating_auth(settings, secrets),
         )
     except (ValueError, ImportError, TypeError) as exc:
         raise ConfigError("/".join(_PROXY_VARIABLES), _proxy_problem(exc)) from None
+
+
+def rotating_auth(settings: BridgeSettings, secrets: SecretList) -> httpx2.Auth | None:
+    """The auth flow for credentials that change while the bridge runs (files, secret commands), if any."""
+    sources: list[HeaderSource] = []
+    if settings.user_token_file is not None:
+        sources.append(FileHeader("x-alloy-user-token", settings.user_token_file, secrets))
+    if settings.user_token_command is not None and settings.user_token is not None:
+        sources.append(CommandHeader("x-alloy-user-token", "user_token_command", settings.user_token_command,
+                                     settings.user_token.get_secret_value(), secrets))
+    if settings.api_key_command is not None and settings.api_key is not None:
+        sources.append(CommandHeader("authorization", "api_key_command", settings.api_key_command,
+                                     settings.api_key.get_secret_value(), secrets, prefix="Bearer "))
+    return RotatingHeaders(sources) if sources else None
 
 
 def _limits() -> httpx2.Limits:
@@ -154,12 +167,13 @@ def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext
 
 
 @contextlib.asynccontextmanager
-async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> AsyncIterator[RemoteHttp]:
+async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
+                      stats: SessionStats | None = None) -> AsyncIterator[RemoteHttp]:
     """The client and the sender on top of it, for as long as the bridge talks to the remote."""
     transport = _direct_transport(_tls_context(settings, endpoint), _limits())
     async with build_client(settings, endpoint, secrets, transport) as client:
         direct = DirectSender.for_client(client, httpx2.URL(endpoint.url), transport)
-        yield RemoteHttp(client, settings, endpoint, secrets, direct=direct)
+        yield RemoteHttp(client, settings, endpoint, secrets, direct=direct, stats=stats)
 
 
 class RemoteHttp:
@@ -167,9 +181,10 @@ class RemoteHttp:
 
     def __init__(
         self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
-        *, direct: DirectSender | None = None,
+        *, direct: DirectSender | None = None, stats: SessionStats | None = None,
     ) -> None:
         self._client = client
+        self.stats = stats or SessionStats()
         self._direct = direct  # the endpoint's hot path (see direct_pool.py), when it applies
         self.secrets = secrets
         self.url = endpoint.url
@@ -183,7 +198,7 @@ class RemoteHttp:
         self.pacer = Pacer(*limit) if limit else None
         # For streams the remote may leave quiet for minutes: the GET stream, subscriptions, legacy SSE.
         self.quiet_stream_timeout = httpx2.Timeout(
-            settings.connect_timeout, read=max(_QUIET_STREAM_READ, settings.read_timeout), pool=settings.connect_timeout
+            settings.connect_timeout, read=settings.stream_idle_timeout, pool=settings.connect_timeout
         )
         self.ever_connected = False  # has the remote ever answered? (see retry.FIRST_CONTACT_WINDOW)
 
@@ -251,6 +266,7 @@ class RemoteHttp:
                 if delay is None:
                     raise self._unreachable(exc) from None
                 logger.info("remote unreachable (%s); retrying in %.1fs", _describe(exc), delay)
+                self.stats.retries += 1
                 await anyio.sleep(delay)
                 continue
             except httpx2.TimeoutException as exc:
@@ -280,6 +296,7 @@ class RemoteHttp:
             delay = self.policy.delay_after_status(state, status, retry_after, rpc_method)
             if delay is not None:
                 logger.info("remote answered %s to %s; retrying in %.1fs", status, rpc_method or http_method, delay)
+                self.stats.retries += 1
                 await anyio.sleep(delay)
                 continue
             if rpc_error is not None and status in _PASS_THROUGH_STATUSES:

@@ -9,6 +9,7 @@ between a session re-initialization, a resend and a late reply.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from bridge.messages import Message, RequestId
@@ -21,6 +22,7 @@ class Pending:
     message: Message
     cancelled: bool = False
     resent: int = field(default=0)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def id(self) -> RequestId:

@@ -13,6 +13,8 @@ secret learned at run time (a rotated user token) joins it for both at once.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import re
 import sys
 import warnings
@@ -103,7 +105,15 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def configure_logging(level: str = "info", log_file: Path | None = None, secrets: SecretList | None = None) -> None:
+def create_log_file(path: Path) -> None:
+    """Create the log file (and its folder) readable by the user only, unless it exists; raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(descriptor)
+
+
+def configure_logging(level: str = "info", log_file: Path | None = None, secrets: SecretList | None = None,
+                      max_bytes: int = 10 * 1024 * 1024, backups: int = 3) -> None:
     """Install the bridge's handlers on the root logger: stderr always, a file when asked.
 
     Never touches stdout, which carries only JSON-RPC.
@@ -116,7 +126,8 @@ def configure_logging(level: str = "info", log_file: Path | None = None, secrets
         reconfigure(errors="backslashreplace")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace"))
+        handlers.append(_PrivateRotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups,
+                                                    encoding="utf-8", errors="backslashreplace"))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -132,6 +143,14 @@ def configure_logging(level: str = "info", log_file: Path | None = None, secrets
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     sys.excepthook = _log_uncaught
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Size-rotated log files, each new one created readable by the user only."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        create_log_file(Path(self.baseFilename))
+        return super()._open()
 
 
 def _log_uncaught(exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]

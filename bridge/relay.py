@@ -47,6 +47,7 @@ from bridge.logs import SecretList
 from bridge.messages import InvalidMessage, Kind, Message, NotJson, RequestId, build_answer, decode_messages, dumps
 from bridge.policy import ToolPolicy
 from bridge.retry import is_idempotent
+from bridge.stats import SessionStats
 from bridge.stdio import OversizedLine, StdioChannel, StdoutClosed
 from bridge.transports import Sink, Upstream
 
@@ -66,10 +67,14 @@ class Relay(Sink):
         make_upstream: Callable[[Sink], Upstream],
         policy: ToolPolicy | None = None,
         secrets: SecretList | None = None,
+        stats: SessionStats | None = None,
+        trace: bool = False,
     ) -> None:
         self.channel = channel
         self.policy = policy or ToolPolicy()
         self.secrets = secrets or SecretList()
+        self.stats = stats or SessionStats()
+        self.trace = trace
         self.inflight = InFlightTable()
         self.upstream = make_upstream(self)
         self._stdout_closed = False
@@ -104,11 +109,12 @@ class Relay(Sink):
                 logger.info("the desktop disconnected; shutting down")
             for pending in abandoned:
                 if not pending.cancelled:
-                    await self._write_error(pending.id, _abandoned(pending).error_object())
+                    await self._write_error(pending.id, _abandoned(pending).error_object(), pending=pending)
             with anyio.move_on_after(SHUTDOWN_GRACE):
                 await self.upstream.aclose()
             with anyio.move_on_after(0.3):
                 await self.channel.flush()
+            logger.info("%s", self.stats.summary())
 
     async def _watch_signals(self) -> None:
         """SIGTERM, SIGINT and SIGHUP end the session cleanly, like stdin EOF (POSIX only)."""
@@ -129,6 +135,7 @@ class Relay(Sink):
     # --- desktop -> remote -----------------------------------------------------------------
 
     async def _on_line(self, line: bytes | OversizedLine) -> None:
+        self.stats.bytes_in += (line.size if isinstance(line, OversizedLine) else len(line)) + 1
         if isinstance(line, OversizedLine):
             logger.warning("dropped a %d-byte message from the desktop: over ALLOY_MAX_MESSAGE_BYTES", line.size)
             error = BridgeError(
@@ -153,6 +160,8 @@ class Relay(Sink):
                 await self._on_message(item)
 
     async def _on_message(self, message: Message) -> None:
+        if self.trace:
+            _trace("desktop → remote", message)
         if message.kind is Kind.REQUEST:
             await self._on_request(message)
             return
@@ -162,6 +171,7 @@ class Relay(Sink):
 
     async def _on_request(self, message: Message) -> None:
         assert message.id is not None and message.method is not None
+        self.stats.calls += 1
         if message.method == "server/discover":
             await self._write_error(message.id, {
                 "code": METHOD_NOT_FOUND,
@@ -171,8 +181,7 @@ class Relay(Sink):
         if message.method == "tools/call" and self.policy.active:
             name = message.params.get("name")
             if not isinstance(name, str) or not self.policy.permits(name):
-                error = BridgeError(BridgeErrorCode.TOOL_BLOCKED,
-                                    f"Tool {name!r} is blocked by the bridge's tool policy.")
+                error = BridgeError(BridgeErrorCode.TOOL_BLOCKED, self.policy.explain(str(name)))
                 await self._write_error(message.id, error.error_object())
                 return
         pending = Pending(message)
@@ -206,11 +215,15 @@ class Relay(Sink):
                 logger.warning("dropped an answer from the remote for unknown request id %r", message.id)
                 return
             if message.kind is Kind.ERROR:
-                await self._write_error(pending.id, message.error, raw=message.raw)
+                await self._write_error(pending.id, message.error, raw=message.raw, pending=pending)
                 return
             if pending.method == "tools/list" and self.policy.active:
                 await self._write_filtered_tools(pending, message)
                 return
+            if self.trace:
+                _trace("remote → desktop", message, pending)
+        elif self.trace:
+            _trace("remote → desktop", message)
         await self._write(message.raw, newline=True)
 
     async def fail(self, pending: Pending, failure: RemoteFailure) -> None:
@@ -221,7 +234,7 @@ class Relay(Sink):
             logger.debug("%s %r ended after cancellation: %s", pending.method, pending.id, failure.reason)
             return
         logger.warning("%s (id %r) failed: %s", pending.method, pending.id, failure.reason)
-        await self._write_error(pending.id, failure.error_object())
+        await self._write_error(pending.id, failure.error_object(), pending=pending)
 
     def is_open(self, pending: Pending) -> bool:
         return self.inflight.get(pending.id) is pending
@@ -232,16 +245,23 @@ class Relay(Sink):
         except (ValueError, InvalidMessage):
             error = BridgeError(BridgeErrorCode.BAD_RESPONSE,
                                 "The remote's tools/list result cannot be written as strict JSON.")
-            await self._write_error(pending.id, error.error_object())
+            await self._write_error(pending.id, error.error_object(), pending=pending)
             return
+        if self.trace:
+            _trace("remote → desktop", filtered, pending)
         await self._write(filtered.raw, newline=True)
 
     # --- the one door to stdout ------------------------------------------------------------------
 
-    async def _write_error(self, request_id: RequestId | None, error: Any, *, raw: bytes | None = None) -> None:
+    async def _write_error(self, request_id: RequestId | None, error: Any, *, raw: bytes | None = None,
+                           pending: Pending | None = None) -> None:
         """An error answer, redacted whole; never raises (this runs inside every error path)."""
         try:
             line = self._error_line(request_id, error, raw)
+            code = error.get("code") if isinstance(error, dict) else None
+            self.stats.errors[code if isinstance(code, int) else INTERNAL_ERROR] += 1
+            if self.trace:
+                _trace_error(request_id, code, len(line), pending)
         except Exception:  # noqa: BLE001 - whatever went wrong, the desktop still gets an answer
             logger.exception("could not write an error answer for id %r", request_id)
             line = _plain_error_line(request_id)
@@ -263,11 +283,29 @@ class Relay(Sink):
     async def _write(self, data: bytes, *, newline: bool = False) -> None:
         if self._stdout_closed:
             return
+        self.stats.bytes_out += len(data) + newline
         try:
             await self.channel.write(data, newline=newline)
         except StdoutClosed:
             self._stdout_closed = True
             self._request_stop()
+
+
+_trace_log = logging.getLogger("bridge.trace")
+
+
+def _trace(direction: str, message: Message, pending: Pending | None = None) -> None:
+    """One line per message (`ALLOY_TRACE`): never the payload, only its envelope and size."""
+    method = message.method or (pending.method if pending is not None else "-")
+    took = f" after {(time.monotonic() - pending.started) * 1000:.1f} ms" if pending is not None else ""
+    ident = f" id={message.id!r}" if message.id is not None else ""
+    _trace_log.info("%s %s %s%s %d B%s", direction, message.kind.value, method, ident, len(message.raw), took)
+
+
+def _trace_error(request_id: RequestId | None, code: Any, size: int, pending: Pending | None) -> None:
+    method = pending.method if pending is not None else "-"
+    took = f" after {(time.monotonic() - pending.started) * 1000:.1f} ms" if pending is not None else ""
+    _trace_log.info("→ desktop error %s id=%r code=%s %d B%s", method, request_id, code, size, took)
 
 
 def _well_formed(error: Any) -> dict[str, Any]:

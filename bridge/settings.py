@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.pacing import parse_rate_limit
-from bridge.secret_sources import read_secret_file
+from bridge.secret_sources import SecretCommandError, read_secret_file, run_secret_command
 
 ENV_PREFIX = "ALLOY_"
 DEFAULT_BASE_URL = "https://mcp.runalloy.com"
@@ -90,6 +90,16 @@ class BridgeSettings(BaseSettings):
     user_token_file: Path | None = _setting(None,
         "A file holding the user JWT instead; re-read whenever it changes (and after a 401), so a token can be "
         "rotated without restarting the client.")
+    user_token_command: str | None = _setting(None,
+        "A command whose output is the user JWT, e.g. `op read op://vault/alloy/jwt` (run without a shell); run "
+        "again shortly before the JWT's `exp` and once after a 401.")
+    api_key_file: Path | None = _setting(None, "A file holding the API key (Docker and Kubernetes secrets).")
+    api_key_command: str | None = _setting(None,
+        "A command whose output is the API key, e.g. `op read op://vault/alloy/api-key`; run again once after "
+        "a 401.")
+    access_token_file: Path | None = _setting(None, "A file holding the access token of a token URL.")
+    mcp_url_file: Path | None = _setting(None, "A file holding the endpoint URL (a token URL is a secret).")
+    mcp_headers_file: Path | None = _setting(None, "A file holding `ALLOY_MCP_HEADERS`' JSON object.")
     credential_id: str | None = _setting(None, "Sent as `x-credential-id` (forces one stored credential).")
     redirect_uri: str | None = _setting(None, "Sent as `x-redirect-uri` (where an OAuth flow returns).")
     mcp_headers: SecretStr | None = _setting(None,
@@ -115,6 +125,9 @@ class BridgeSettings(BaseSettings):
     rate_limit: str | None = _setting(None,
         "Pace requests to the remote to at most N per period, e.g. `100/min` (Alloy's default limit) or `5/2s`, "
         "instead of waiting for 429s.", shown_default="off")
+    read_only: bool = _setting(False,
+        "Only tools annotated `readOnlyHint: true` are listed and callable; others (unannotated ones too) are "
+        "hidden and refused locally.", shown_default="false")
     allowed_tools: str | None = _setting(None,
         "Comma-separated tool names or globs the desktop may see and call; others are hidden and refused.")
     blocked_tools: str | None = _setting(None,
@@ -128,7 +141,16 @@ class BridgeSettings(BaseSettings):
     log_level: LogLevel = _setting("info",
         "`debug`, `info`, `warning` or `error`. Logs go to stderr (and the log file), never stdout.",
         shown_default="info")
-    log_file: Path | None = _setting(None, "Also append logs to this file.")
+    log_file: Path | None = _setting(None, "Also append logs to this file (created readable by you only).")
+    log_max_bytes: int = _setting(10 * 1024 * 1024,
+        "Size at which the log file is rotated (10 MiB).", shown_default="10485760")
+    log_backups: int = _setting(3, "Rotated log files kept (`bridge.log.1` …).", shown_default="3")
+    trace: bool = _setting(False,
+        "Log one line per JSON-RPC message each way (direction, method, id, size, time since the request); "
+        "never payloads.", shown_default="false")
+    stream_idle_timeout: float = _setting(300.0,
+        "Seconds without a byte on a long-lived stream (server-to-client, subscriptions, legacy SSE) before it "
+        "is taken for dead and re-opened.", shown_default="300")
 
 
 def setting_names() -> tuple[str, ...]:
@@ -190,6 +212,47 @@ def _config_error_from(exc: ValidationError) -> ConfigError:
     return ConfigError(setting, expected)
 
 
+# Each secret and its other sources: (field, file field, command field).
+SECRET_SOURCES = (
+    ("mcp_url", "mcp_url_file", None),
+    ("access_token", "access_token_file", None),
+    ("api_key", "api_key_file", "api_key_command"),
+    ("user_token", "user_token_file", "user_token_command"),
+    ("mcp_headers", "mcp_headers_file", None),
+)
+
+
+def resolve_secrets(settings: BridgeSettings, *, run_commands: bool = True) -> BridgeSettings:
+    """The settings with secrets from files and commands in their fields (the user token file excepted: it
+    is re-read while the bridge runs). Without `run_commands`, command-sourced secrets stay unset.
+
+    Raises:
+        ConfigError: naming the file or command setting that failed (never showing a secret).
+    """
+    update: dict[str, Any] = {}
+    for name, file_field, command_field in SECRET_SOURCES:
+        path = getattr(settings, file_field)
+        if path is not None and name != "user_token":
+            update[name] = SecretStr(_read_file_setting(file_field, path))
+        command = getattr(settings, command_field) if command_field else None
+        if command is not None and run_commands:
+            try:
+                update[name] = SecretStr(run_secret_command(command))
+            except SecretCommandError as exc:
+                raise ConfigError(str(command_field), f"the command {exc}") from None
+    return settings.model_copy(update=update) if update else settings
+
+
+def _read_file_setting(setting: str, path: Path) -> str:
+    try:
+        value = read_secret_file(path)
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(setting, "is not a readable file") from None
+    if not value:
+        raise ConfigError(setting, "is empty")
+    return value
+
+
 def _check_values(settings: BridgeSettings) -> None:
     for name in BridgeSettings.model_fields:
         value = getattr(settings, name)
@@ -208,15 +271,20 @@ def _check_values(settings: BridgeSettings) -> None:
         raise ConfigError("ca_bundle", "is not a readable file")
     if settings.rate_limit is not None and parse_rate_limit(settings.rate_limit) is None:
         raise ConfigError("rate_limit", "must look like 100/min, 600/hour or 5/2s (requests per period)")
-    if settings.user_token_file is not None:
-        if settings.user_token is not None:
-            raise ConfigError("user_token_file", "conflicts with ALLOY_USER_TOKEN; set only one of them")
-        try:
-            token = read_secret_file(settings.user_token_file)
-        except (OSError, UnicodeDecodeError):
-            raise ConfigError("user_token_file", "is not a readable file") from None
-        if not token:
-            raise ConfigError("user_token_file", "is empty")
-        if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token) or not token.isascii():
-            raise ConfigError("user_token_file", "the token in the file contains whitespace, a control character "
-                                                 "or non-ASCII characters; copy it again")
+    if settings.log_max_bytes < 1024:
+        raise ConfigError("log_max_bytes", "must be at least 1024")
+    if settings.log_backups < 0:
+        raise ConfigError("log_backups", "must be 0 or more")
+    if not settings.stream_idle_timeout >= 1 or settings.stream_idle_timeout == float("inf"):
+        raise ConfigError("stream_idle_timeout", "must be a number of seconds, at least 1")
+    for name, file_field, command_field in SECRET_SOURCES:
+        given = [field for field in (name, file_field, command_field) if field and getattr(settings, field)]
+        if len(given) > 1:
+            raise ConfigError(given[1], f"conflicts with {env_name(given[0])}; set only one of them")
+        path = getattr(settings, file_field)
+        if path is not None:
+            value = _read_file_setting(file_field, path)
+            if name in ("api_key", "user_token", "access_token") and (
+                    any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value) or not value.isascii()):
+                raise ConfigError(file_field, "the secret in the file contains whitespace, a control character "
+                                              "or non-ASCII characters; copy it again")

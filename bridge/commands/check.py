@@ -87,6 +87,7 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     round_trip_ms: dict[str, float] = field(default_factory=dict)
     hidden_tools: int = 0
+    hidden_by_rule: dict[str, int] = field(default_factory=dict)
     tools: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     failure: dict[str, Any] | None = None
@@ -96,7 +97,7 @@ class Report:
             "ok": self.ok, "url": self.url, "transport": self.transport, "server": self.server or None,
             "protocolVersion": self.protocol_version, "counts": self.counts, "roundTripMs": self.round_trip_ms,
             "authHeaders": self.auth_headers,
-            "toolPolicy": {**self.tool_policy, "hiddenTools": self.hidden_tools},
+            "toolPolicy": {**self.tool_policy, "hiddenTools": self.hidden_tools, "hiddenByRule": self.hidden_by_rule},
             "warnings": self.warnings, "failure": self.failure,
         }
 
@@ -119,7 +120,7 @@ async def _paged(collector: _Collector, upstream: Upstream, method: str, key: st
 
 async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList, report: Report) -> None:
     collector = _Collector()
-    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools)
+    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools, settings.read_only)
     async with remote_http(settings, endpoint, secrets) as http:
         upstream = make_upstream(settings.transport, http, collector)
         async with anyio.create_task_group() as tg:
@@ -139,9 +140,10 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                 capabilities: dict[str, Any] = offered if isinstance(offered, dict) else {}
                 upstream.send(build_notification("notifications/initialized"), None)
                 tools = await _paged(collector, upstream, "tools/list", "tools", report)
-                names = [str(tool.get("name")) for tool in tools]
-                visible = [name for name in names if policy.permits(name)]
-                report.tools, report.hidden_tools = visible, len(names) - len(visible)
+                visible = [str(tool.get("name")) for tool in tools
+                           if policy.refusal(str(tool.get("name")), tool) is None]
+                report.hidden_by_rule = policy.hidden_by_rule(tools)
+                report.tools, report.hidden_tools = visible, len(tools) - len(visible)
                 report.counts["tools"] = len(visible)
                 if "resources" in capabilities:
                     report.counts["resources"] = len(await _paged(collector, upstream, "resources/list",
@@ -171,7 +173,9 @@ def _print_lines(report: Report, secrets: SecretList) -> None:
             f"{report.protocol_version} over {report.transport} ({report.round_trip_ms.get('initialize', 0):.0f} ms)")
     if "tools" in report.counts:
         shown = ", ".join(report.tools[:10]) + (f", … (+{len(report.tools) - 10})" if len(report.tools) > 10 else "")
-        hidden = f" ({report.hidden_tools} hidden by the tool policy)" if report.hidden_tools else ""
+        rules = {"allowed": "ALLOY_ALLOWED_TOOLS", "blocked": "ALLOY_BLOCKED_TOOLS", "read_only": "ALLOY_READ_ONLY"}
+        by_rule = ", ".join(f"{count} by {rules[rule]}" for rule, count in report.hidden_by_rule.items() if count)
+        hidden = f" ({report.hidden_tools} hidden: {by_rule})" if report.hidden_tools else ""
         say(f"ok   tools/list: {report.counts['tools']} tool(s){hidden}{': ' + shown if shown else ''}")
     for kind in ("resources", "prompts"):
         if kind in report.counts:
@@ -200,9 +204,10 @@ def check(overrides: dict[str, Any], env_file: str | None = ".env", *, as_json: 
     headers = sorted(endpoint.headers)
     if settings.user_token_file is not None:
         headers = sorted({*headers, "x-alloy-user-token"})
-    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools)
+    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools, settings.read_only)
     report = Report(url=endpoint.display_url, auth_headers=headers,
-                    tool_policy={"allowed": list(policy.allowed), "blocked": list(policy.blocked)},
+                    tool_policy={"allowed": list(policy.allowed), "blocked": list(policy.blocked),
+                                 "readOnly": policy.read_only},
                     warnings=list(endpoint.warnings))
     anyio.run(_check, settings, endpoint, secrets, report)
     if as_json:

@@ -113,7 +113,7 @@ def main(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> int:
             return EXIT_USAGE
     spec = CLIENTS[args.client]
     overrides = {k: v for k, v in overrides_from(args).items() if k not in drop}
-    settings, endpoint = load_configuration(overrides, args.env_file or None, drop=drop)
+    settings, endpoint = load_configuration(overrides, args.env_file or None, drop=drop, resolve=False)
     try:
         launch = launch_command(args.launcher)
     except LookupError as exc:

@@ -14,10 +14,11 @@ import anyio
 from bridge import __version__
 from bridge.endpoint import Endpoint, resolve_endpoint
 from bridge.http import check_network_settings, remote_http
-from bridge.logs import SecretList, configure_logging
+from bridge.logs import SecretList, configure_logging, create_log_file
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay
-from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from
+from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from, resolve_secrets
+from bridge.stats import SessionStats
 from bridge.stdio import StdioChannel
 from bridge.transports import Sink, Upstream, make_upstream
 
@@ -26,21 +27,25 @@ logger = logging.getLogger(__name__)
 EXIT_CONFIG = 2
 
 
-def load_configuration(overrides: dict[str, Any], env_file: str | None,
-                       drop: tuple[str, ...] = ()) -> tuple[BridgeSettings, Endpoint]:
+def load_configuration(overrides: dict[str, Any], env_file: str | None, drop: tuple[str, ...] = (),
+                       *, resolve: bool = True) -> tuple[BridgeSettings, Endpoint]:
     """Settings and endpoint, or a one-line error on stderr and exit code 2 (before any network use).
 
-    `drop` unsets settings whatever their source (`servers connect` replaces the endpoint).
+    The settings come back with secrets from files and commands resolved into their fields, unless not
+    `resolve` (`config` writes the settings as given, and runs no secret command). `drop` unsets settings
+    whatever their source (`servers connect` replaces the endpoint).
     """
     try:
-        settings = load_settings(overrides, env_file=env_file)
+        given = load_settings(overrides, env_file=env_file)
         if drop:
-            settings = settings.model_copy(update=dict.fromkeys(drop))
+            given = given.model_copy(update=dict.fromkeys(drop))
+        settings = resolve_secrets(given, run_commands=resolve)
         endpoint = resolve_endpoint(settings)
+        if not resolve:
+            settings = given
         check_network_settings(settings)
         if settings.log_file is not None:
-            settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-            settings.log_file.open("a").close()
+            create_log_file(settings.log_file)
     except ConfigError as exc:
         print(f"alloy-mcp-bridge: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
@@ -60,7 +65,7 @@ def run(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
     """Run the bridge until the desktop disconnects; returns the exit code."""
     settings, endpoint = load_configuration(overrides, env_file)
     secrets = SecretList(endpoint.secrets)
-    configure_logging(settings.log_level, settings.log_file, secrets)
+    configure_logging(settings.log_level, settings.log_file, secrets, settings.log_max_bytes, settings.log_backups)
     for warning in endpoint.warnings:
         logger.warning(warning)
     logger.info("alloy-mcp-bridge %s: relaying stdio to %s", __version__, endpoint.display_url)
@@ -80,13 +85,14 @@ def event_loop_options() -> dict[str, Any]:
 
 async def serve(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList) -> None:
     """Wire stdio, the HTTP client, the upstream and the relay together, and run them."""
-    async with remote_http(settings, endpoint, secrets) as http:
+    stats = SessionStats()
+    async with remote_http(settings, endpoint, secrets, stats) as http:
 
         def make(sink: Sink) -> Upstream:
             return make_upstream(settings.transport, http, sink)
 
         channel = StdioChannel(settings.max_message_bytes)
         async with channel.open():
-            relay = Relay(channel, make, ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools),
-                          secrets)
+            policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools, settings.read_only)
+            relay = Relay(channel, make, policy, secrets, stats, trace=settings.trace)
             await relay.run()

@@ -29,7 +29,7 @@ from bridge.management import (
     restrictions_from,
     without_secrets,
 )
-from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from
+from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from, resolve_secrets
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "connect":
         return _connect(args)
     try:
-        settings = load_settings(overrides_from(args), env_file=args.env_file or None)
+        settings = resolve_secrets(load_settings(overrides_from(args), env_file=args.env_file or None))
         endpoint = resolve_management_endpoint(settings)
         check_network_settings(settings)
         change = _restriction_change(args) if args.action in ("create", "update") else RestrictionChange()

@@ -154,6 +154,7 @@ class StreamableHttpUpstream(TaskHost):
                         raise
                     logger.info("connection dropped during %s; resending it in %.1fs (safe to repeat)",
                                 message.method, delay)
+                    self.http.stats.retries += 1
                     await anyio.sleep(delay)
         finally:
             self.state.forget(pending)
@@ -362,6 +363,7 @@ class StreamableHttpUpstream(TaskHost):
                 if delay:
                     logger.info("the remote keeps losing sessions; waiting %.1fs before opening another", delay)
                     await anyio.sleep(delay)
+                self.http.stats.reinitializations += 1
                 if await self._replay_session(epoch):
                     self._lost = None
                     logger.info("opened a new remote session; restored %s", self.state.describe())
