@@ -142,10 +142,12 @@ def modern_input(name: str, params: types.CallToolRequestParams) -> types.CallTo
 def build_server(state: State, filler_tools: int, page_size: int) -> Server:
     tools = [
         types.Tool(name="echo", description="Echo the text back.", input_schema={
-            "type": "object", "properties": {"text": {"type": "string"}, "tag": {"type": "string"}}}),
+            "type": "object", "properties": {"text": {"type": "string"}, "tag": {"type": "string"}}},
+            annotations=types.ToolAnnotations(read_only_hint=True)),
         types.Tool(name="add", description="Add two numbers.", input_schema={
             "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}},
-            output_schema={"type": "object", "properties": {"sum": {"type": "number"}}}),
+            output_schema={"type": "object", "properties": {"sum": {"type": "number"}}},
+            annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True)),
         types.Tool(name="slow", description="Sleep, reporting progress.", input_schema={
             "type": "object", "properties": {"seconds": {"type": "number"}, "steps": {"type": "integer"},
                                              "tag": {"type": "string"}}}),
@@ -155,7 +157,8 @@ def build_server(state: State, filler_tools: int, page_size: int) -> Server:
         types.Tool(name="confirm", description="Ask the user (elicitation).", input_schema={"type": "object"}),
         types.Tool(name="roots", description="List the client's roots.", input_schema={"type": "object"}),
         types.Tool(name="log", description="Emit log messages.", input_schema={"type": "object"}),
-        types.Tool(name="delete_everything", description="A dangerous action.", input_schema={"type": "object"}),
+        types.Tool(name="delete_everything", description="A dangerous action.", input_schema={"type": "object"},
+                   annotations=types.ToolAnnotations(read_only_hint=False, destructive_hint=True)),
         types.Tool(name="meta", description="Return the request's _meta.", input_schema={"type": "object"}),
         types.Tool(name="media", description="Return an image, audio and a resource link.",
                    input_schema={"type": "object"}),
@@ -551,6 +554,7 @@ class Gate:
             state.cancelled.clear()
             state.sessions.clear()
             state.route_demanded = False
+            state.user_tokens = None  # any user token is accepted again
         elif command == "notify" and state.modern_only:
             from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 
