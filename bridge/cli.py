@@ -67,6 +67,14 @@ COMMANDS: dict[str, Command] = {
         "alloy-mcp-bridge servers create crm --allow-connector hubspot && alloy-mcp-bridge servers list",
         settings=False,  # each action takes the settings flags itself
     ),
+    "login": Command(
+        "sign in to an OAuth remote in the browser and store the tokens (before a client starts the bridge)",
+        "ALLOY_MCP_URL=https://mcp.example.com/mcp alloy-mcp-bridge login",
+    ),
+    "logout": Command(
+        "forget the OAuth tokens and the registered client for the configured remote",
+        "ALLOY_MCP_URL=https://mcp.example.com/mcp alloy-mcp-bridge logout",
+    ),
     "demo": Command(
         "a self-contained round trip: a local Alloy-style server, the bridge, a real MCP client",
         "alloy-mcp-bridge demo",
@@ -198,6 +206,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
         from bridge.commands.servers import main as servers_main
 
         return servers_main
+    if command in ("login", "logout"):
+        from bridge.commands import login
+
+        return login.login if command == "login" else login.logout
     from bridge.commands.run import main as run_main
 
     return run_main

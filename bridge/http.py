@@ -23,7 +23,7 @@ import anyio
 import httpx2
 
 from bridge import __version__
-from bridge.auth import CommandHeader, FileHeader, HeaderSource, RotatingHeaders
+from bridge.auth.headers import CommandHeader, FileHeader, HeaderSource, RotatingHeaders
 from bridge.direct_pool import DirectSender
 from bridge.endpoint import Endpoint
 from bridge.errors import (
@@ -201,6 +201,13 @@ class RemoteHttp:
             settings.connect_timeout, read=settings.stream_idle_timeout, pool=settings.connect_timeout
         )
         self.ever_connected = False  # has the remote ever answered? (see retry.FIRST_CONTACT_WINDOW)
+        self._settings = settings
+        self.oauth: Any = None  # the OAuth flow, once the remote asked for it (or ALLOY_OAUTH=on)
+        self._oauth_eligible = settings.oauth != "off" and not (
+            settings.api_key or settings.user_token or settings.user_token_file or settings.user_token_command
+            or settings.access_token or _has_url_token(endpoint) or "authorization" in endpoint.headers)
+        if settings.oauth == "on":
+            self.enable_oauth()
 
     @contextlib.asynccontextmanager
     async def open(
@@ -287,8 +294,19 @@ class RemoteHttp:
 
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             location = response.headers.get("location") if 300 <= status < 400 else None
+            challenge = response.headers.get("www-authenticate", "") if status == 401 else ""
             raw = await _read_some(response)
             await response.aclose()
+            if status == 401 and self.oauth is None and self._oauth_eligible and await self._asks_for_oauth(challenge):
+                logger.info("the remote asks for OAuth sign-in (HTTP 401 with a Bearer challenge)")
+                self.enable_oauth()
+                direct = None
+                continue  # refused without running: sent again, signing in first
+            if status == 401 and self.oauth is not None:
+                from bridge.auth.oauth import sign_in_failed
+
+                raise sign_in_failed("the remote still refuses the access token (HTTP 401). Run "
+                                     "`alloy-mcp-bridge logout` then `alloy-mcp-bridge login`.")
             rpc_error = _jsonrpc_error(raw)
             with_session = bool(headers and SESSION_HEADER in headers)
             if with_session and _forgot_session(status, rpc_error):
@@ -305,6 +323,36 @@ class RemoteHttp:
                 status, where=self.endpoint.display_url, detail=self._detail(raw), retry_after=retry_after,
                 rpc_method=rpc_method, location=self._shorten(location) if location else None,
             )
+
+    def enable_oauth(self) -> None:
+        """Sign in with OAuth from now on (the SDK and the flow are imported only now)."""
+        if self.oauth is not None:
+            return
+        from bridge.auth.oauth import build_provider
+
+        self.oauth = build_provider(self._settings, self.url, self.secrets)
+        self._client.auth = self.oauth
+        self._direct = None  # the hot path carries no auth flow
+
+    async def _asks_for_oauth(self, challenge: str) -> bool:
+        """A Bearer challenge, or protected-resource metadata (RFC 9728) published for the endpoint."""
+        if challenge.strip().lower().startswith("bearer"):
+            return True
+        url = httpx2.URL(self.url)
+        for path in (f"/.well-known/oauth-protected-resource{url.path.rstrip('/')}",
+                     "/.well-known/oauth-protected-resource"):
+            with contextlib.suppress(httpx2.HTTPError, ValueError):
+                response = await self._client.get(url.copy_with(path=path, query=None), timeout=5.0)
+                if response.status_code == 200 and "authorization_servers" in response.text:
+                    return True
+        return False
+
+    def oauth_status(self) -> dict[str, Any] | None:
+        """Whether OAuth is in use, and when the stored access token expires (for `check`)."""
+        if self.oauth is None:
+            return None
+        expires_at = self.oauth.store.expires_at()
+        return {"inUse": True, "accessTokenExpiresAt": expires_at, "tokenFile": str(self.oauth.store.path)}
 
     async def end_session(self, headers: dict[str, str]) -> None:
         """DELETE the session named in `headers`; best effort, bounded to one second."""
@@ -364,6 +412,10 @@ class RemoteHttp:
             BridgeErrorCode.MESSAGE_TOO_LARGE,
             f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
         )
+
+
+def _has_url_token(endpoint: Endpoint) -> bool:
+    return "***" in endpoint.display_url
 
 
 def _debugging() -> bool:

@@ -27,6 +27,7 @@ DEFAULT_BASE_URL = "https://mcp.runalloy.com"
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 TransportMode = Literal["auto", "streamable-http", "sse"]
+OAuthMode = Literal["auto", "on", "off"]
 
 
 class ConfigError(Exception):
@@ -100,6 +101,24 @@ class BridgeSettings(BaseSettings):
     access_token_file: Path | None = _setting(None, "A file holding the access token of a token URL.")
     mcp_url_file: Path | None = _setting(None, "A file holding the endpoint URL (a token URL is a secret).")
     mcp_headers_file: Path | None = _setting(None, "A file holding `ALLOY_MCP_HEADERS`' JSON object.")
+    # OAuth 2.1, for remotes that require the MCP authorization flow.
+    oauth: OAuthMode = _setting("auto",
+        "`auto`: sign in with OAuth when the remote asks for it (a 401 with a Bearer challenge) and no API key, "
+        "user token or token URL is configured; `on`: always; `off`: never (the 401 is reported).",
+        shown_default="auto")
+    oauth_client_id: str | None = _setting(None,
+        "A client id registered with the remote's authorization server (instead of dynamic registration).")
+    oauth_client_secret: SecretStr | None = _setting(None, "Its secret, for a confidential client.", secret=True)
+    oauth_scope: str | None = _setting(None,
+        "Scopes to ask for (space-separated); default: what the remote advertises.")
+    oauth_callback_port: int | None = _setting(None,
+        "The loopback port the browser returns to (`http://127.0.0.1:PORT/callback`); default: a free port, "
+        "kept once registered.")
+    oauth_timeout: float = _setting(300.0,
+        "Seconds to wait for the sign-in in the browser before the request fails.", shown_default="300")
+    oauth_dir: Path | None = _setting(None,
+        "Where tokens are stored (one file per remote, readable by you only).",
+        shown_default="your config dir")
     credential_id: str | None = _setting(None, "Sent as `x-credential-id` (forces one stored credential).")
     redirect_uri: str | None = _setting(None, "Sent as `x-redirect-uri` (where an OAuth flow returns).")
     mcp_headers: SecretStr | None = _setting(None,
@@ -277,6 +296,14 @@ def _check_values(settings: BridgeSettings) -> None:
         raise ConfigError("log_backups", "must be 0 or more")
     if not settings.stream_idle_timeout >= 1 or settings.stream_idle_timeout == float("inf"):
         raise ConfigError("stream_idle_timeout", "must be a number of seconds, at least 1")
+    if not settings.oauth_timeout >= 5 or settings.oauth_timeout == float("inf"):
+        raise ConfigError("oauth_timeout", "must be a number of seconds, at least 5")
+    if settings.oauth_callback_port is not None and not 1 <= settings.oauth_callback_port <= 65535:
+        raise ConfigError("oauth_callback_port", "must be a port number (1-65535)")
+    if settings.oauth == "on" and (settings.api_key or settings.api_key_file or settings.api_key_command):
+        raise ConfigError("oauth", "is on, and an API key is configured too; use one of them")
+    if settings.oauth_client_secret is not None and settings.oauth_client_id is None:
+        raise ConfigError("oauth_client_secret", "needs ALLOY_OAUTH_CLIENT_ID")
     for name, file_field, command_field in SECRET_SOURCES:
         given = [field for field in (name, file_field, command_field) if field and getattr(settings, field)]
         if len(given) > 1:

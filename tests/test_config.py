@@ -191,7 +191,7 @@ def test_readme_configuration_table_is_the_settings_model():
 
 
 def _shown(default: str) -> str:
-    return default if default in ("—", "off", "system store") else f"`{default}`"
+    return default if default in ("—", "off", "system store", "your config dir") else f"`{default}`"
 
 
 def test_every_setting_is_a_cli_flag():

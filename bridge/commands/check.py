@@ -91,6 +91,7 @@ class Report:
     tools: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     failure: dict[str, Any] | None = None
+    oauth: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +100,7 @@ class Report:
             "authHeaders": self.auth_headers,
             "toolPolicy": {**self.tool_policy, "hiddenTools": self.hidden_tools, "hiddenByRule": self.hidden_by_rule},
             "warnings": self.warnings, "failure": self.failure,
+            "oauth": self.oauth or {"inUse": False},
         }
 
 
@@ -156,6 +158,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                 report.failure = {"code": error.code, "cause": secrets.redact(error.message),
                                   "fix": secrets.redact(error.hint or "")}
             finally:
+                report.oauth = http.oauth_status()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await upstream.aclose()
                 tg.cancel_scope.cancel()
@@ -182,6 +185,10 @@ def _print_lines(report: Report, secrets: SecretList) -> None:
             say(f"ok   {kind}/list: {report.counts[kind]} {kind}")
     if report.auth_headers:
         say(f"     auth headers sent: {', '.join(report.auth_headers)}")
+    if report.oauth:
+        expires = report.oauth.get("accessTokenExpiresAt")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires)) if expires else "unknown"
+        say(f"     OAuth in use: the access token expires {when} (refreshed as needed)")
     if report.failure is not None:
         say(f"FAIL {report.failure['cause']}")
         if report.failure["fix"]:
