@@ -93,6 +93,14 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _known_flags() -> set[str]:
+    flags = {"--env-file", "--version", "--help", "-h"} | {flag_name(name) for name in setting_names()}
+    for command in COMMANDS.values():
+        for names, _ in command.options:
+            flags |= set(names)
+    return flags
+
+
 def _value_flags() -> set[str]:
     flags = {"--env-file", "--description", "--instructions", "--token-days", "--restrictions-file"}
     flags |= {flag_name(name) for name in setting_names() if not is_flag(name)}
@@ -106,7 +114,9 @@ def _value_flags() -> set[str]:
 def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
     """The command named in `argv` (the first word that is not a flag or a flag's value) and the rest."""
     values = _value_flags()
+    known = _known_flags()
     skip = False
+    previous = ""
     for index, token in enumerate(argv):
         if skip:
             skip = False
@@ -115,9 +125,12 @@ def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
             break
         if token.startswith("-"):
             skip = token in values
+            previous = token
             continue
         if token in COMMANDS:
             return token, [*argv[:index], *argv[index + 1:]]
+        if previous.startswith("--") and previous.split("=", 1)[0] not in known:
+            _Parser(prog=PROG).error(f"unrecognized argument {previous}")
         _Parser(prog=PROG).error(f"unknown command {token!r}; commands: {', '.join(COMMANDS)}")
     return "run", list(argv)
 
@@ -135,7 +148,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     else:
         description = spec.summary[0].upper() + spec.summary[1:] + "."
     parser = _Parser(prog=prog, description=description, epilog=f"example:\n  {spec.example}",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     for name, text in spec.positionals:
         parser.add_argument(name, help=text)

@@ -125,6 +125,13 @@ def _merge_toml(spec: ClientSpec, path: Path, before: str | None, server: Server
     return tomlkit.dumps(document), replaced
 
 
+def _mask_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if not value or value == "***" or (value.startswith("<") and value.endswith(">")) or value.startswith("${"):
+        return match.group(0)
+    return f'{match.group("head")}***"'
+
+
 def _differences(old: Any, new: dict[str, Any]) -> str:
     """Which parts of an entry differ, naming env vars but never showing their values."""
     if not isinstance(old, dict):
@@ -211,8 +218,14 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+# An env var that holds a secret, as JSON (`"NAME": "value"`) or TOML (`NAME = "value"`) writes it.
+_SECRET_LINE = re.compile(r'(?P<head>"?(?P<name>[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|'
+                          r'HEADERS|_URL)[A-Za-z0-9_]*)"?\s*[:=]\s*")(?P<value>(?:[^"\\]|\\.)*)"', re.IGNORECASE)
+
+
 def unified_diff(change: Change, server: ServerEntry) -> str:
-    """What the change does, as a unified diff, with the server's secret values shown as placeholders."""
+    """What the change does, as a unified diff, with every secret-looking value masked on both sides
+    (the entry's own, and any other entry's in the file)."""
 
     def masked(text: str | None) -> list[str]:
         if not text:
@@ -220,8 +233,8 @@ def unified_diff(change: Change, server: ServerEntry) -> str:
         for name in server.secrets:
             value = server.env.get(name)
             if value and value != placeholder(name):
-                text = text.replace(value, placeholder(name)).replace(json.dumps(value)[1:-1], placeholder(name))
-        return text.splitlines(keepends=True)
+                text = text.replace(value, "***").replace(json.dumps(value)[1:-1], "***")
+        return [_SECRET_LINE.sub(_mask_value, line) for line in text.splitlines(keepends=True)]
 
     lines = difflib.unified_diff(masked(change.before), masked(change.after),
                                  fromfile=str(change.path) if change.before is not None else "/dev/null",

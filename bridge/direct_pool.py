@@ -72,8 +72,8 @@ class DirectSender:
     def __init__(self, pool: Any, url: httpx2.URL, base_headers: dict[str, str]) -> None:
         self._pool = pool
         self._url = httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
-        host = url.raw_host if url.port is None else b"%b:%d" % (url.raw_host, url.port)
-        self._base = {"host": host.decode("ascii"), **{k.lower(): v for k, v in base_headers.items()},
+        # `netloc` keeps an IPv6 address in brackets (`[::1]:8000`), as the Host header must.
+        self._base = {"host": url.netloc.decode("ascii"), **{k.lower(): v for k, v in base_headers.items()},
                       "accept-encoding": "identity"}
 
     @classmethod

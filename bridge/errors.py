@@ -84,7 +84,10 @@ HINTS: dict[int, str] = {
         "The remote's answer was not valid MCP (JSON-RPC over JSON or SSE). Check that the URL points at an "
         "MCP endpoint."
     ),
-    BridgeErrorCode.TOOL_BLOCKED: "This tool is blocked by the bridge's ALLOY_ALLOWED_TOOLS / ALLOY_BLOCKED_TOOLS.",
+    BridgeErrorCode.TOOL_BLOCKED: (
+        "This tool is blocked by the bridge's own tool policy (ALLOY_ALLOWED_TOOLS, ALLOY_BLOCKED_TOOLS or "
+        "ALLOY_READ_ONLY); the message says which."
+    ),
     BridgeErrorCode.SESSION_LOST: (
         "The remote session ended and could not be re-established. Restart the MCP server in your client."
     ),

@@ -160,8 +160,9 @@ def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext
     if settings.ca_bundle is not None:
         return ssl.create_default_context(cafile=str(settings.ca_bundle))
     if endpoint.url.startswith("http://"):
-        # Plain HTTP never uses TLS (redirects are not followed), so skip loading the system
-        # CA store (~100 ms at start-up). The context verifies and trusts nothing: it fails closed.
+        # Plain HTTP never uses TLS (redirects are not followed), so skip loading the system CA store
+        # (~100 ms at start-up): this context verifies and trusts nothing yet, it fails closed. OAuth,
+        # whose authorization server may be HTTPS, loads the store into it when it starts.
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return True
 
@@ -170,10 +171,12 @@ def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext
 async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
                       stats: SessionStats | None = None) -> AsyncIterator[RemoteHttp]:
     """The client and the sender on top of it, for as long as the bridge talks to the remote."""
-    transport = _direct_transport(_tls_context(settings, endpoint), _limits())
+    tls = _tls_context(settings, endpoint)
+    transport = _direct_transport(tls, _limits())
     async with build_client(settings, endpoint, secrets, transport) as client:
         direct = DirectSender.for_client(client, httpx2.URL(endpoint.url), transport)
-        yield RemoteHttp(client, settings, endpoint, secrets, direct=direct, stats=stats)
+        yield RemoteHttp(client, settings, endpoint, secrets, direct=direct, stats=stats,
+                         tls=tls if isinstance(tls, ssl.SSLContext) else None)
 
 
 class RemoteHttp:
@@ -181,8 +184,9 @@ class RemoteHttp:
 
     def __init__(
         self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
-        *, direct: DirectSender | None = None, stats: SessionStats | None = None,
+        *, direct: DirectSender | None = None, stats: SessionStats | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
         self._client = client
         self.stats = stats or SessionStats()
         self._direct = direct  # the endpoint's hot path (see direct_pool.py), when it applies
@@ -206,8 +210,8 @@ class RemoteHttp:
         self._oauth_eligible = settings.oauth != "off" and not (
             settings.api_key or settings.user_token or settings.user_token_file or settings.user_token_command
             or settings.access_token or _has_url_token(endpoint) or "authorization" in endpoint.headers)
-        if settings.oauth == "on":
-            self.enable_oauth()
+        if settings.oauth == "on" or (self._oauth_eligible and _signed_in_before(settings, endpoint.url)):
+            self.enable_oauth()  # tokens are stored: use them from the first request, no 401 round trip
 
     @contextlib.asynccontextmanager
     async def open(
@@ -272,7 +276,8 @@ class RemoteHttp:
                 delay = self.policy.delay_after_connect_failure(state, ever_connected=self.ever_connected)
                 if delay is None:
                     raise self._unreachable(exc) from None
-                logger.info("remote unreachable (%s); retrying in %.1fs", _describe(exc), delay)
+                logger.log(logging.INFO if state.retries <= 1 else logging.DEBUG,
+                           "remote unreachable (%s); retrying in %.1fs", _describe(exc), delay)
                 self.stats.retries += 1
                 await anyio.sleep(delay)
                 continue
@@ -330,6 +335,8 @@ class RemoteHttp:
             return
         from bridge.auth.oauth import build_provider
 
+        if self._tls is not None and self.url.startswith("http://") and self._settings.ca_bundle is None:
+            self._tls.load_default_certs()  # the authorization server may well be HTTPS
         self.oauth = build_provider(self._settings, self.url, self.secrets)
         self._client.auth = self.oauth
         self._direct = None  # the hot path carries no auth flow
@@ -339,12 +346,21 @@ class RemoteHttp:
         if challenge.strip().lower().startswith("bearer"):
             return True
         url = httpx2.URL(self.url)
-        for path in (f"/.well-known/oauth-protected-resource{url.path.rstrip('/')}",
-                     "/.well-known/oauth-protected-resource"):
-            with contextlib.suppress(httpx2.HTTPError, ValueError):
-                response = await self._client.get(url.copy_with(path=path, query=None), timeout=5.0)
-                if response.status_code == 200 and "authorization_servers" in response.text:
-                    return True
+        with anyio.move_on_after(5):  # the whole probe, however slowly a remote answers
+            for path in (f"/.well-known/oauth-protected-resource{url.path.rstrip('/')}",
+                         "/.well-known/oauth-protected-resource"):
+                with contextlib.suppress(httpx2.HTTPError, ValueError):
+                    async with self._client.stream("GET", url.copy_with(path=path, query=None),
+                                                   timeout=5.0) as response:
+                        if response.status_code != 200:
+                            continue
+                        body = b""
+                        async for chunk in response.aiter_bytes():
+                            body += chunk
+                            if len(body) > 65536:
+                                break
+                        if b"authorization_servers" in body:
+                            return True
         return False
 
     def oauth_status(self) -> dict[str, Any] | None:
@@ -361,7 +377,7 @@ class RemoteHttp:
                 response = await self._client.request("DELETE", self._parsed_url, headers=headers,
                                                       timeout=httpx2.Timeout(1.0))
                 logger.debug("remote session ended (HTTP %s)", response.status_code)
-            except (httpx2.HTTPError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - best effort: an auth flow may refuse too (BridgeError)
                 logger.debug("could not end the remote session: %s", type(exc).__name__)
 
     # --- error mapping -------------------------------------------------------------------
@@ -383,6 +399,13 @@ class RemoteHttp:
         )
 
     def _tls_error(self, exc: Exception) -> BridgeError:
+        if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc).lower():
+            return BridgeError(
+                BridgeErrorCode.REMOTE_UNREACHABLE,
+                f"{self.endpoint.display_url} does not speak TLS on that port ({_describe(exc)}): is the URL "
+                "http:// rather than https://, or the port wrong?",
+                hint="Check the URL's scheme and port (ALLOY_MCP_URL or ALLOY_BASE_URL).",
+            )
         return BridgeError(
             BridgeErrorCode.REMOTE_UNREACHABLE,
             f"The TLS certificate of {self.endpoint.display_url} is not trusted ({_describe(exc)}). "
@@ -412,6 +435,15 @@ class RemoteHttp:
             BridgeErrorCode.MESSAGE_TOO_LARGE,
             f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
         )
+
+
+def _signed_in_before(settings: BridgeSettings, url: str) -> bool:
+    from bridge.auth.paths import has_tokens, oauth_directory
+
+    try:
+        return has_tokens(oauth_directory(settings.oauth_dir), url)
+    except (OSError, ValueError):
+        return False
 
 
 def _has_url_token(endpoint: Endpoint) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REDACTED = "***"
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"  # the pid tells copies apart
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Loggers that log full URLs (and with them a token URL's secret) at INFO; quiet unless debugging.
 _CHATTY = ("httpx2", "httpx", "mcp")

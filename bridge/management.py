@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import httpx2
 
 from bridge.errors import BridgeError, BridgeErrorCode, RemoteFailure
 from bridge.http import RemoteHttp
@@ -148,7 +149,11 @@ class ServerManagement:
         try:
             async with self.http.open(method, url=self.base + path, body=content, headers=headers,
                                       rpc_method=name) as response:
-                raw = await _read(response)
+                try:
+                    raw = await _read(response)
+                except (httpx2.HTTPError, TimeoutError) as exc:
+                    raise _explain(self.http.lost(exc, name, timed_out=isinstance(exc, (
+                        httpx2.TimeoutException, TimeoutError))), name) from None
         except BridgeError as error:
             raise _explain(error, name) from None
         except RemoteFailure as failure:

@@ -153,7 +153,10 @@ class AsyncioStream(AsyncNetworkStream):
             raise httpcore2.WriteError(str(self._protocol.error) or type(self._protocol.error).__name__)
 
     async def aclose(self) -> None:
-        self._transport.close()
+        if self._transport.get_write_buffer_size():
+            self._transport.abort()  # a peer that stopped reading must not keep the socket alive
+        else:
+            self._transport.close()
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> AsyncNetworkStream:
@@ -188,6 +191,55 @@ class AsyncioStream(AsyncNetworkStream):
         return None
 
 
+STAGGER = 0.25  # seconds before the next address is tried alongside (RFC 8305's connection attempt delay)
+
+
+async def _connect_staggered(host: str, port: int, local: tuple[str, int] | None) -> tuple[Any, _Protocol]:
+    """Connect to the first address that answers, starting the next one every `STAGGER` seconds ("happy
+    eyeballs", which uvloop's `create_connection` does not do): an IPv6 route that silently drops packets
+    must not cost the whole connect timeout."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = _interleave([info[4] for info in infos])
+    if len(addresses) <= 1:
+        return await loop.create_connection(_Protocol, host, port, local_addr=local)  # type: ignore[return-value]
+    winner: asyncio.Future[tuple[Any, _Protocol]] = loop.create_future()
+    errors: list[OSError] = []
+    attempts: list[asyncio.Task[None]] = []
+
+    async def attempt(address: tuple[Any, ...], delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            connected = await loop.create_connection(_Protocol, address[0], address[1], local_addr=local)
+        except OSError as exc:
+            errors.append(exc)
+            if len(errors) == len(addresses) and not winner.done():
+                winner.set_exception(errors[0])
+            return
+        if winner.done():
+            connected[0].close()
+        else:
+            winner.set_result(connected)  # type: ignore[arg-type]
+
+    attempts = [asyncio.ensure_future(attempt(address, index * STAGGER)) for index, address in enumerate(addresses)]
+    try:
+        return await winner
+    finally:
+        for task in attempts:
+            task.cancel()
+
+
+def _interleave(addresses: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Unique addresses, alternating families (IPv6 first when present), as RFC 8305 orders them."""
+    unique = list(dict.fromkeys(addresses))
+    v6 = [a for a in unique if ":" in str(a[0])]
+    v4 = [a for a in unique if ":" not in str(a[0])]
+    ordered: list[tuple[Any, ...]] = []
+    for index in range(max(len(v6), len(v4))):
+        ordered += [group[index] for group in (v6, v4) if index < len(group)]
+    return ordered
+
+
 class AsyncioBackend(AsyncNetworkBackend):
     """Opens connections for httpcore2's pool."""
 
@@ -197,13 +249,9 @@ class AsyncioBackend(AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
         try:
-            transport, protocol = await asyncio.wait_for(
-                loop.create_connection(_Protocol, host, port,
-                                       local_addr=(local_address, 0) if local_address else None),
-                timeout,
-            )
+            transport, protocol = await asyncio.wait_for(_connect_staggered(host, port, local), timeout)
         except TimeoutError:
             raise httpcore2.ConnectTimeout("connection timed out") from None
         except OSError as exc:

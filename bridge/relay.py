@@ -107,9 +107,10 @@ class Relay(Sink):
                             len(abandoned))
             else:
                 logger.info("the desktop disconnected; shutting down")
-            for pending in abandoned:
-                if not pending.cancelled:
-                    await self._write_error(pending.id, _abandoned(pending).error_object(), pending=pending)
+            with anyio.move_on_after(ANSWER_GRACE):  # a desktop that stopped reading cannot hold the exit
+                for pending in abandoned:
+                    if not pending.cancelled:
+                        await self._write_error(pending.id, _abandoned(pending).error_object(), pending=pending)
             with anyio.move_on_after(SHUTDOWN_GRACE):
                 await self.upstream.aclose()
             with anyio.move_on_after(0.3):
@@ -182,6 +183,7 @@ class Relay(Sink):
             name = message.params.get("name")
             if not isinstance(name, str) or not self.policy.permits(name):
                 error = BridgeError(BridgeErrorCode.TOOL_BLOCKED, self.policy.explain(str(name)))
+                logger.info("refused tools/call %r (id %r) locally: %s", name, message.id, error.message)
                 await self._write_error(message.id, error.error_object())
                 return
         pending = Pending(message)
@@ -207,7 +209,8 @@ class Relay(Sink):
         """Forward one message from the remote; answers only for requests still in flight."""
         if message.is_answer:
             if message.id is None:  # the remote could not attribute an error to a request (its parse error)
-                logger.warning("the remote reported an error without an id: %s", _short(message.error))
+                logger.warning("the remote reported an error without an id: %s",
+                               _short(self.secrets.redact(str(message.error))))
                 await self._write_error(None, message.error, raw=message.raw)
                 return
             pending = self.inflight.answer(message.id)
@@ -270,7 +273,7 @@ class Relay(Sink):
     def _error_line(self, request_id: RequestId | None, error: Any, raw: bytes | None) -> bytes:
         clean = _well_formed(error)
         redacted = self.secrets.redact_value(clean)
-        if raw is not None and redacted == error:
+        if raw is not None and clean is error and not self._holds_secret(raw):
             return raw  # nothing to hide and already strict JSON: the remote's bytes as they came
         try:
             return dumps({"jsonrpc": "2.0", "id": request_id, "error": redacted})
@@ -279,6 +282,13 @@ class Relay(Sink):
                                   "The remote's error answer cannot be written as strict JSON; it was refused. "
                                   f"It said: {self.secrets.redact(str(clean.get('message')))[:300]}")
             return dumps({"jsonrpc": "2.0", "id": request_id, "error": refused.error_object()})
+
+    def _holds_secret(self, raw: bytes) -> bool:
+        """Whether any known secret appears anywhere in the message (fields outside `error` included)."""
+        if not self.secrets.values:
+            return False
+        text = raw.decode("utf-8", "replace")
+        return any(secret in text for secret in self.secrets.values)
 
     async def _write(self, data: bytes, *, newline: bool = False) -> None:
         if self._stdout_closed:
@@ -337,19 +347,39 @@ def _abandoned(pending: Pending) -> BridgeError:
     return BridgeError(BridgeErrorCode.OUTCOME_UNKNOWN, f"{what}; it may or may not have run.")
 
 
-_ID_IN_HEAD = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,19})\s*[,}]')
+_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,19})\s*[,}]')
 
 
 def _id_from_head(head: bytes) -> RequestId | None:
-    """The request id of a message too large to parse, read from its first bytes (best effort)."""
-    match = _ID_IN_HEAD.search(head)
-    if match is None:
-        return None
-    try:
-        value = json.loads(match.group(1))
-    except ValueError:
-        return None
-    return value if isinstance(value, (str, int)) else None
+    """The request id of a message too large to parse, read from its first bytes (best effort).
+
+    Only a top-level `"id"` counts (one inside `params` is some tool's argument): the head is scanned with
+    its nesting depth and strings tracked.
+    """
+    depth, index, length = 0, 0, len(head)
+    while index < length:
+        byte = head[index]
+        if byte == 0x22:  # a string: a key at depth 1, or a value to skip
+            end = index + 1
+            while end < length and head[end] != 0x22:
+                end += 2 if head[end] == 0x5C else 1
+            if depth == 1 and head[index:end + 1] == b'"id"':
+                match = _ID_VALUE.match(head, end + 1)
+                if match is None:
+                    return None
+                try:
+                    value = json.loads(match.group(1))
+                except ValueError:
+                    return None
+                return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+            index = end + 1
+            continue
+        if byte in b"{[":
+            depth += 1
+        elif byte in b"}]":
+            depth -= 1
+        index += 1
+    return None
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -13,6 +13,7 @@ with a message that names the setting and never contains a secret value.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +190,21 @@ def is_flag(setting: str) -> bool:
     return BridgeSettings.model_fields[setting].annotation is bool
 
 
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """Warnings for `ALLOY_*` variables that are no setting (a typo silently ignored costs an afternoon)."""
+    import difflib
+
+    known = [env_name(name) for name in BridgeSettings.model_fields]
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+            guess = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting of this bridge and is ignored{guess}")
+    return warnings
+
+
 def overrides_from(args: Any) -> dict[str, Any]:
     """The settings given as command-line flags (attributes of a parsed namespace named like settings)."""
     return {name: getattr(args, name) for name in BridgeSettings.model_fields if getattr(args, name, None) is not None}
@@ -201,6 +217,8 @@ def load_settings(overrides: dict[str, Any] | None = None, *, env_file: str | No
         ConfigError: a value is empty, of the wrong type or out of range; the message names the setting.
     """
     init = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if env_file and env_file != ".env" and not Path(env_file).is_file():
+        raise ConfigError("--env-file", f"{env_file} is not a readable file")
     try:
         settings = BridgeSettings(_env_file=env_file, **init)  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -272,12 +290,18 @@ def _read_file_setting(setting: str, path: Path) -> str:
     return value
 
 
+_PLACEHOLDER = re.compile(r"<(ALLOY_[A-Z_]+|ACCESS_TOKEN)>")
+
+
 def _check_values(settings: BridgeSettings) -> None:
     for name in BridgeSettings.model_fields:
         value = getattr(settings, name)
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         if isinstance(raw, str) and not raw.strip():
             raise ConfigError(name, "is set but empty; remove it or give it a value")
+        if isinstance(raw, str) and (found := _PLACEHOLDER.search(raw)):
+            raise ConfigError(name, f"still holds the placeholder {found.group()} that `config` wrote; put the real "
+                                    "value there")
     for name, low in (("connect_timeout", 0.1), ("read_timeout", 0.1), ("retry_budget", 0.0)):
         value = getattr(settings, name)
         if not value >= low or value == float("inf"):  # `not >=` also refuses NaN

@@ -23,7 +23,9 @@ CLIENTS = ("claude-desktop", "claude-code", "cursor", "vscode", "windsurf", "zed
 
 def run_cli(*args: str, env: dict[str, str] | None = None, home: Path | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ALLOY_", "XDG_", "CLAUDE_", "CODEX_"))}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("ALLOY_", "XDG_", "CLAUDE_", "CODEX_", "SSL_CERT_"))
+            and not k.upper().endswith("_PROXY")}
     if home is not None:
         base.update({"HOME": str(home), "USERPROFILE": str(home)})
     return subprocess.run([sys.executable, "-m", "bridge", *args], env={**base, **(env or {})},
@@ -60,6 +62,14 @@ def test_config_prints_an_entry_in_the_clients_own_shape_with_secrets_as_placeho
     assert env == {"ALLOY_MCP_URL": remote.url, "ALLOY_API_KEY": expected_key, "ALLOY_USER_ID": USER_ID,
                    "ALLOY_READ_TIMEOUT": "45"}
     assert Path(command[0]).is_absolute()
+
+
+def test_network_variables_the_client_would_not_pass_on_are_copied(remote, tmp_path):
+    result = run_cli("config", "claude-desktop", env={**alloy_env(remote), "SSL_CERT_FILE": "/etc/corp-ca.pem",
+                                                      "HTTPS_PROXY": "http://proxy.corp:3128"})
+    env = json.loads(result.stdout)["mcpServers"]["alloy"]["env"]
+    assert env["SSL_CERT_FILE"] == "/etc/corp-ca.pem" and env["HTTPS_PROXY"] == "http://proxy.corp:3128"
+    assert "copied" in result.stderr
 
 
 def test_only_settings_that_differ_from_their_defaults_appear(remote):
@@ -188,6 +198,33 @@ def test_check_json_reports_the_remote_in_one_document(remote):
     assert API_KEY not in result.stdout
 
 
+def test_check_json_reports_a_configuration_error_as_a_document_too():
+    result = run_cli("check", "--json", env={"ALLOY_MCP_URL": "ftp://nope"})
+    report = json.loads(result.stdout)
+    assert result.returncode == 2 and report["ok"] is False and "ALLOY_MCP_URL" in report["failure"]["cause"]
+
+
+def test_a_dry_run_never_shows_a_secret_of_any_entry_and_previews_a_change_without_force(remote, tmp_path):
+    path = tmp_path / ".cursor" / "mcp.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"mcpServers": {"other": {"command": "x", "env": {"GITHUB_TOKEN": "ghp_OTHERSECRET"}},
+                                               "alloy": {"command": "old", "args": [], "env": {}}}}, indent=2))
+    result = run_cli("config", "cursor", "--install", "--dry-run", env=alloy_env(remote), home=tmp_path)
+    assert result.returncode == 0 and "+" in result.stdout
+    assert "ghp_OTHERSECRET" not in result.stdout and API_KEY not in result.stdout
+    assert '"ALLOY_API_KEY": "***"' in result.stdout and "--force would replace it" in result.stderr
+
+
+def test_a_file_with_comments_is_refused_and_the_entry_to_paste_is_printed(remote, tmp_path):
+    path = tmp_path / ".config" / "zed" / "settings.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("// Zed settings\n{\n  \"theme\": \"One Dark\"\n}\n")
+    result = run_cli("config", "zed", "--install", env=alloy_env(remote), home=tmp_path)
+    assert result.returncode == 1 and "comments" in result.stderr
+    assert json.loads(result.stdout)["context_servers"]["alloy"]["command"]
+    assert path.read_text().startswith("// Zed settings")
+
+
 def test_check_json_names_the_cause_and_the_fix_when_it_fails(remote):
     result = run_cli("check", "--json", env={**alloy_env(remote), "ALLOY_API_KEY": "ak_wrong_key_999"})
     assert result.returncode == 1
@@ -201,7 +238,8 @@ def test_check_json_names_the_cause_and_the_fix_when_it_fails(remote):
 
 @pytest.mark.parametrize(("args", "named"), [
     (["--bogus"], "--bogus"), (["frobnicate"], "frobnicate"), (["--mcp-url"], "--mcp-url"),
-    (["check", "--nope"], "--nope"), (["config"], "client"),
+    (["check", "--nope"], "--nope"), (["config"], "client"), (["--api-kee", "x", "check"], "--api-kee"),
+    (["config", "cursor", "--ins"], "--ins"),
 ])
 def test_a_command_line_mistake_is_one_line_naming_it_and_exit_2(args, named):
     result = run_cli(*args)

@@ -86,6 +86,9 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], str]] = [
      "ALLOY_RATE_LIMIT"),
     ("log file not writable", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_LOG_FILE": "/proc/no/such.log"},
      "ALLOY_LOG_FILE"),
+    ("a placeholder config printed", {"ALLOY_MCP_URL": "https://x.example/mcp", "ALLOY_API_KEY": "<ALLOY_API_KEY>"},
+     "ALLOY_API_KEY"),
+    ("a token URL placeholder", {"ALLOY_MCP_URL": "https://x.example/mcp/srv/<ACCESS_TOKEN>"}, "ALLOY_MCP_URL"),
 ]
 
 
@@ -105,6 +108,23 @@ def test_bad_configuration_never_touches_the_network(remote):
     result = run_bridge({"ALLOY_MCP_URL": remote.url, "ALLOY_MCP_HEADERS": "{broken"})
     assert result.returncode == 2
     assert remote.requests() == []
+
+
+def test_a_misspelled_variable_is_named_with_the_likely_setting(remote, tmp_path):
+    result = run_bridge({"ALLOY_MCP_URL": remote.url, "ALLOY_APIKEY": SECRET_KEY}, cwd=tmp_path)
+    assert "ALLOY_APIKEY is not a setting" in result.stderr and "did you mean ALLOY_API_KEY?" in result.stderr
+    assert SECRET_KEY not in result.stderr
+
+
+def test_a_missing_env_file_given_by_flag_is_a_configuration_error():
+    result = run_bridge({"ALLOY_MCP_URL": "https://x.example/mcp"}, "--env-file", "/no/such/.env")
+    assert result.returncode == 2 and "--env-file" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_configuration_error_also_lands_in_the_log_file(tmp_path):
+    log = tmp_path / "bridge.log"
+    result = run_bridge({"ALLOY_MCP_URL": "ftp://nope", "ALLOY_LOG_FILE": str(log)})
+    assert result.returncode == 2 and "ALLOY_MCP_URL" in log.read_text()
 
 
 def test_flag_errors_name_the_flag_too():

@@ -56,7 +56,8 @@ def platform(platform_server: ManagementServer) -> ManagementServer:
 
 def servers(platform: ManagementServer, *args: str, key: str = API_KEY, env: dict[str, str] | None = None,
             stdin: str = "") -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ALLOY_")}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("ALLOY_", "SSL_CERT_")) and not k.upper().endswith("_PROXY")}
     full = {**base, "ALLOY_BASE_URL": platform.base, "ALLOY_API_KEY": key, "ALLOY_RETRY_BUDGET": "5", **(env or {})}
     result = subprocess.run([sys.executable, "-m", "bridge", "servers", *args], env=full, capture_output=True,
                             text=True, timeout=60, input=stdin, cwd=ROOT / "tests")
@@ -217,10 +218,16 @@ def test_connect_prints_the_config_entry_for_that_server(platform):
     result = servers(platform, "connect", server["serverId"], "claude-desktop",
                      env={"ALLOY_USER_ID": USER_ID, "ALLOY_MCP_URL": "https://elsewhere.example/mcp/srv_old"})
     assert result.returncode == 0, result.stderr
-    env = json.loads(result.stdout)["mcpServers"]["alloy"]["env"]
+    env = json.loads(result.stdout)["mcpServers"]["alloy-to-connect"]["env"]
     assert env == {"ALLOY_SERVER_ID": server["serverId"], "ALLOY_BASE_URL": platform.base,
                    "ALLOY_API_KEY": "<ALLOY_API_KEY>", "ALLOY_USER_ID": USER_ID, "ALLOY_RETRY_BUDGET": "5"}
     assert "ALLOY_MCP_URL" not in env
+
+
+def test_connect_refuses_a_server_that_does_not_exist(platform, tmp_path):
+    result = servers(platform, "connect", "srv_nope", "cursor", "--install", env={"HOME": str(tmp_path)})
+    assert result.returncode == 1 and "No such server" in result.stderr
+    assert not (tmp_path / ".cursor").exists()
 
 
 def test_connect_installs_with_the_config_flags(platform, tmp_path):

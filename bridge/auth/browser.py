@@ -91,16 +91,28 @@ class LoopbackCallback:
                                   b"connection: close\r\ncontent-length: " + str(len(page)).encode() + b"\r\n\r\n"
                                   + page)
 
-    async def wait(self, timeout: float) -> AuthorizationCodeResult:
-        """The browser's return, bounded by `timeout` seconds.
+    async def wait(self, timeout: float, browser: anyio.abc.Process | None = None) -> AuthorizationCodeResult:
+        """The browser's return, bounded by `timeout` seconds (and a word in the log if no browser opened).
 
         Raises:
             TimeoutError: nobody completed the sign-in in time.
             SignInFailed: the browser came back without a code.
         """
-        with anyio.fail_after(timeout):
-            while not self._arrived.is_set():  # one connection at a time: no task outlives this call
+
+        async def accept() -> None:
+            while not self._arrived.is_set():  # one connection at a time
                 await self._handle(await self._listener.accept())
+            tg.cancel_scope.cancel()
+
+        async def watch_browser() -> None:
+            if browser is not None and await browser.wait():
+                logger.warning("no browser could be opened here (no BROWSER, no desktop); open the URL above by "
+                               "hand, or run `alloy-mcp-bridge login` in a terminal")
+
+        with anyio.fail_after(timeout):
+            async with anyio.create_task_group() as tg:  # both tasks end inside this call
+                tg.start_soon(accept)
+                tg.start_soon(watch_browser)
         result, error = self._result, self._error
         self._result, self._error, self._arrived = None, None, anyio.Event()
         if result is None:
@@ -113,11 +125,12 @@ async def open_browser(url: str) -> anyio.abc.Process | None:
     print(f"alloy-mcp-bridge: sign in to the MCP server in your browser. If it did not open, visit:\n  {url}",
           file=sys.stderr, flush=True)
     try:
-        return await anyio.open_process([sys.executable, "-c", _OPEN_BROWSER, url], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=sys.stderr)
+        process = await anyio.open_process([sys.executable, "-c", _OPEN_BROWSER, url], stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=sys.stderr)
     except OSError as exc:
         logger.warning("could not start the browser (%s); open the URL above by hand", type(exc).__name__)
         return None
+    return process
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -89,18 +90,25 @@ class CommandHeader:
         self.secrets = secrets
         self._value = initial
         self._lock = anyio.Lock()
+        self._ran_at = 0.0  # (it ran at start, in `resolve_secrets`; an expiring result is renewed once)
         secrets.add(secret_forms([initial]))
 
     async def value(self, *, force: bool = False) -> str:
-        left = seconds_left(self._value)
-        if force or (left is not None and left < REFRESH_MARGIN):
+        if force or self._expiring():
+            asked = time.monotonic()
             async with self._lock:
-                left = seconds_left(self._value)
-                if force or (left is not None and left < REFRESH_MARGIN):
+                # Concurrent 401s share one run; a JWT shorter-lived than the margin is renewed at most every few
+                # seconds, not on every request.
+                if (force and self._ran_at < asked) or (self._expiring() and time.monotonic() - self._ran_at > 5):
                     await self._refresh(required=force)
         return self.prefix + self._value
 
+    def _expiring(self) -> bool:
+        left = seconds_left(self._value)
+        return left is not None and left < REFRESH_MARGIN
+
     async def _refresh(self, *, required: bool) -> None:
+        self._ran_at = time.monotonic()
         try:
             fresh = await anyio.to_thread.run_sync(run_secret_command, self.command)
         except SecretCommandError as exc:

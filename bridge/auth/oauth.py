@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -40,7 +39,8 @@ from pydantic import AnyUrl
 
 from bridge import __version__
 from bridge.auth.browser import LoopbackCallback, SignInFailed, free_port, open_browser
-from bridge.auth.token_store import TokenStore, default_directory
+from bridge.auth.paths import oauth_directory
+from bridge.auth.token_store import TokenStore
 from bridge.errors import BridgeError, BridgeErrorCode
 from bridge.logs import SecretList
 from bridge.settings import BridgeSettings
@@ -141,7 +141,7 @@ class BridgeOAuthProvider(OAuthClientProvider):
 
     async def _wait_for_browser(self) -> Any:
         try:
-            return await self.callback.wait(self.sign_in_timeout)
+            return await self.callback.wait(self.sign_in_timeout, self._browser)
         except TimeoutError:
             raise sign_in_failed(f"nobody signed in within ALLOY_OAUTH_TIMEOUT ({self.sign_in_timeout:g}s)") from None
         except SignInFailed as exc:
@@ -157,11 +157,13 @@ class BridgeOAuthProvider(OAuthClientProvider):
                 await browser.wait()
             if browser.returncode is None:
                 browser.kill()
+                with anyio.move_on_after(1, shield=True):
+                    await browser.wait()  # reaped: no zombie
 
     # --- the flow ---------------------------------------------------------------------------------
 
     async def _auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        if self._initialized and self.store.disk_version() != self.store.loaded_version:
+        if self._initialized and self.store.changed_elsewhere():
             self._initialized = False  # another copy stored new tokens: start from them
         if self._initialized and self.context.is_token_valid():
             sent = self.context.current_tokens.access_token if self.context.current_tokens else None
@@ -182,7 +184,7 @@ class BridgeOAuthProvider(OAuthClientProvider):
                         outgoing.extensions.setdefault("timeout", httpx2.Timeout(AUTH_REQUEST_TIMEOUT).as_dict())
                         if not self.store.lock.is_locked:
                             await self._take_lock()
-                            if self.store.disk_version() != self.store.loaded_version:
+                            if self.store.changed_elsewhere():
                                 raise _StoreChangedElsewhere
                     elif self.store.lock.is_locked:
                         self.store.lock.release(force=True)  # stored: never hold the lock while the call runs
@@ -198,9 +200,11 @@ class BridgeOAuthProvider(OAuthClientProvider):
             except BridgeError:
                 raise
             except Exception as exc:  # the SDK's OAuthFlowError, OAuthTokenError, a network failure
-                raise sign_in_failed(f"{type(exc).__name__}: {exc}") from None
+                said = self.store.secrets.redact(str(exc))
+                raise sign_in_failed(f"{type(exc).__name__}: {said[:300]}") from None
             finally:
                 await flow.aclose()
+                await self._stop_listening()  # a flow cut short must not leave the callback port bound
                 if self.store.lock.is_locked:
                     self.store.lock.release(force=True)
 
@@ -226,13 +230,9 @@ def _insufficient_scope(response: httpx2.Response) -> bool:
     return response.status_code == 403 and "insufficient_scope" in response.headers.get("www-authenticate", "")
 
 
-def oauth_directory(settings: BridgeSettings) -> Path:
-    return settings.oauth_dir.expanduser() if settings.oauth_dir is not None else default_directory()
-
-
 def build_provider(settings: BridgeSettings, server_url: str, secrets: SecretList) -> BridgeOAuthProvider:
     """The OAuth flow for `server_url`, its tokens in the configured (or default) directory."""
-    store = TokenStore(oauth_directory(settings), server_url, secrets)
+    store = TokenStore(oauth_directory(settings.oauth_dir), server_url, secrets)
     port = settings.oauth_callback_port or store.callback_port() or free_port()
     secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else None
     if secret:

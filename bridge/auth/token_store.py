@@ -14,7 +14,6 @@ what another copy did instead of repeating it (see `oauth.py`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,22 +25,9 @@ from typing import Any
 from filelock import FileLock
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken, ProtectedResourceMetadata
 
+from bridge.auth.paths import store_path
 from bridge.endpoint import secret_forms
 from bridge.logs import SecretList
-
-APP = "alloy-mcp-bridge"
-
-
-def default_directory() -> Path:
-    """`<the user's config dir>/alloy-mcp-bridge/oauth`."""
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir(APP, appauthor=False)) / "oauth"
-
-
-def store_path(directory: Path, resource_url: str) -> Path:
-    """The folder of one remote's tokens: named by a hash of its URL (no secret in a file name)."""
-    return directory / hashlib.sha256(resource_url.encode()).hexdigest()[:16]
 
 
 class TokenStore:
@@ -53,6 +39,7 @@ class TokenStore:
         self.resource_url = resource_url
         self.secrets = secrets
         self.loaded_version: str | None = None
+        self._stamp: tuple[int, int] | None = None
         self.lock = FileLock(str(self.folder / "oauth.lock"), thread_local=False)
 
     # --- the file ------------------------------------------------------------------------
@@ -97,6 +84,18 @@ class TokenStore:
     def disk_version(self) -> str | None:
         version = self.read().get("version")
         return version if isinstance(version, str) else None
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another copy rewrote the file since this one last read or wrote it (a stat when it did not)."""
+        try:
+            info = os.stat(self.path)
+            stamp: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        return self.disk_version() != self.loaded_version
 
     def forget(self) -> bool:
         """Delete everything stored for this remote (logout); False when nothing was stored."""

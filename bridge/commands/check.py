@@ -112,9 +112,10 @@ async def _paged(collector: _Collector, upstream: Upstream, method: str, key: st
     for page in range(1, _MAX_PAGES + 1):
         params: dict[str, Any] = {"cursor": cursor} if cursor else {}
         listed = await collector.ask(upstream, build_request(f"check-{method}-{page}", method, params))
-        items += [item for item in listed.get(key, []) if isinstance(item, dict)]
+        found = listed.get(key)
+        items += [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
         cursor = listed.get("nextCursor")
-        if not cursor:
+        if not isinstance(cursor, str) or not cursor:
             break
     report.round_trip_ms[method] = round((time.perf_counter() - started) * 1000, 1)
     return items
@@ -136,8 +137,10 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                 report.round_trip_ms["initialize"] = round((time.perf_counter() - started) * 1000, 1)
                 report.transport = getattr(upstream, "transport_name", None)
                 info = result.get("serverInfo")
-                report.server = {k: v for k, v in (info or {}).items() if k in ("name", "version", "title")}
-                report.protocol_version = result.get("protocolVersion")
+                report.server = {k: str(v) for k, v in info.items() if k in ("name", "version", "title")} \
+                    if isinstance(info, dict) else {}
+                version = result.get("protocolVersion")
+                report.protocol_version = version if isinstance(version, str) else None
                 offered = result.get("capabilities")
                 capabilities: dict[str, Any] = offered if isinstance(offered, dict) else {}
                 upstream.send(build_notification("notifications/initialized"), None)
@@ -205,7 +208,12 @@ def check(overrides: dict[str, Any], env_file: str | None = ".env", *, as_json: 
     """Run the check; 0 when the remote answered `initialize` and every listing."""
     from bridge.commands.run import load_configuration
 
-    settings, endpoint = load_configuration(overrides, env_file)
+    def as_document(line: str) -> None:
+        if as_json:
+            print(json.dumps({"ok": False, "failure": {"code": None, "cause": line.removeprefix("alloy-mcp-bridge: "),
+                                                       "fix": "Fix the setting the line names."}}))
+
+    settings, endpoint = load_configuration(overrides, env_file, on_error=as_document)
     secrets = SecretList(endpoint.secrets)
     configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file, secrets)
     headers = sorted(endpoint.headers)

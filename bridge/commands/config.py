@@ -67,6 +67,27 @@ def settings_env(settings: BridgeSettings, endpoint: Endpoint) -> tuple[dict[str
     return env, secret
 
 
+# What the network may need that a desktop client does not pass on (it starts servers with HOME and PATH only).
+_NETWORK_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def _network_environment() -> dict[str, str]:
+    found = {name: os.environ[name] for name in _NETWORK_VARIABLES if os.environ.get(name)}
+    if found:
+        _note(f"copied {', '.join(found)} from this environment: the client does not pass it on")
+    return found
+
+
+def _absolute_command(command: str) -> bool:
+    from bridge.secret_sources import split_command
+
+    try:
+        words = split_command(command)
+    except ValueError:
+        return False
+    return bool(words) and os.path.isabs(words[0])
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, SecretStr):
         return value.get_secret_value()
@@ -80,9 +101,10 @@ def _as_text(value: Any) -> str:
 
 
 def server_entry(name: str, launch: LaunchCommand, env: dict[str, str], secrets: set[str], *,
-                 include_secrets: bool) -> ServerEntry:
+                 include_secrets: bool, stand_ins: dict[str, str] | None = None) -> ServerEntry:
     hidden = set() if include_secrets else set(secrets)
-    shown = {key: (placeholder(key) if key in hidden else value) for key, value in env.items()}
+    stand_ins = stand_ins or {}
+    shown = {key: (stand_ins.get(key) or placeholder(key) if key in hidden else value) for key, value in env.items()}
     return ServerEntry(name, launch.command, launch.args, shown, frozenset(secrets), frozenset(hidden))
 
 
@@ -120,8 +142,18 @@ def main(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> int:
         print(f"alloy-mcp-bridge: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     env, secrets = settings_env(settings, endpoint)
+    env.update(_network_environment())
+    for name in ("api_key_command", "user_token_command"):
+        command = getattr(settings, name)
+        if command and not _absolute_command(command):
+            _note(f"{env_name(name)} starts with a program found on your PATH; the client may not have that PATH "
+                  "(desktop clients do not read your shell profile): use its absolute path, and absolute paths "
+                  "in its arguments")
     include = args.include_secrets or (args.install and not args.no_secrets)
-    server = server_entry(args.name, launch, env, secrets, include_secrets=include)
+    # A token URL keeps its host and server id; only the token is a placeholder.
+    stand_ins = {"ALLOY_MCP_URL": endpoint.display_url.replace("***", "<ACCESS_TOKEN>")} \
+        if "***" in endpoint.display_url else {}
+    server = server_entry(args.name, launch, env, secrets, include_secrets=include, stand_ins=stand_ins)
     for text in launch.notes:
         _note(text)
     if not args.install:
@@ -141,14 +173,19 @@ def _default_path(spec: ClientSpec) -> Path:
 def _install(spec: ClientSpec, server: ServerEntry, args: argparse.Namespace) -> int:
     path = Path(args.config_path).expanduser() if args.config_path else _default_path(spec)
     try:
-        change = plan(spec, path, server, force=args.force)
+        change = plan(spec, path, server, force=args.force or args.dry_run)
     except ConfigFileError as exc:
         print(f"alloy-mcp-bridge: {exc}", file=sys.stderr)
+        if "comments" in str(exc):
+            print(render(spec, server))
+            _note(f"the entry to paste by hand under {spec.key!r} is printed above")
         return EXIT_FAILED
     via_cli = spec.name == "claude-code" and not args.config_path and shutil.which("claude") is not None
     if args.dry_run:
         diff = unified_diff(change, server)
         print(diff or f"# {path}: already up to date", end="" if diff else "\n")
+        if change.replaced and not args.force:
+            _note(f"an entry named {server.name!r} exists and differs: --install --force would replace it")
         if via_cli:
             _note("Claude Code's own CLI would make this change: claude mcp add-json -s user " + server.name)
         return 0
@@ -167,7 +204,14 @@ def _install(spec: ClientSpec, server: ServerEntry, args: argparse.Namespace) ->
         _note(f"backup of the previous file: {backup}")
     print(f"{'Replaced' if change.replaced else 'Added'} {server.name!r} in {path}. Restart {spec.title} to use it.",
           file=sys.stderr)
+    _placeholders_note(spec, server, path)
     return 0
+
+
+def _placeholders_note(spec: ClientSpec, server: ServerEntry, path: Path) -> None:
+    if server.hidden and spec.name != "vscode":
+        _note(f"fill in {', '.join(sorted(server.hidden))} in {path}: placeholders are written there "
+              "(--no-secrets); the bridge refuses to start until they are replaced")
 
 
 def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, replace: bool) -> int:

@@ -78,12 +78,12 @@ async def _sign_in(settings: BridgeSettings, endpoint: Endpoint, secrets: Secret
 
 def logout(args: argparse.Namespace) -> int:
     """`alloy-mcp-bridge logout`."""
-    from bridge.auth.oauth import oauth_directory
+    from bridge.auth.paths import oauth_directory
     from bridge.auth.token_store import TokenStore
     from bridge.commands.run import load_configuration
 
     settings, endpoint = load_configuration(overrides_from(args), args.env_file or None)
-    store = TokenStore(oauth_directory(settings), endpoint.url, SecretList(endpoint.secrets))
+    store = TokenStore(oauth_directory(settings.oauth_dir), endpoint.url, SecretList(endpoint.secrets))
     if store.forget():
         print(f"Forgot the OAuth tokens and the registered client for {endpoint.display_url} ({store.folder}).",
               file=sys.stderr)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import logging
+import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,7 +22,14 @@ from bridge.http import check_network_settings, remote_http
 from bridge.logs import SecretList, configure_logging, create_log_file
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay
-from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from, resolve_secrets
+from bridge.settings import (
+    BridgeSettings,
+    ConfigError,
+    load_settings,
+    overrides_from,
+    resolve_secrets,
+    unknown_variables,
+)
 from bridge.stats import SessionStats
 from bridge.stdio import StdioChannel
 from bridge.transports import Sink, Upstream, make_upstream
@@ -28,13 +40,16 @@ EXIT_CONFIG = 2
 
 
 def load_configuration(overrides: dict[str, Any], env_file: str | None, drop: tuple[str, ...] = (),
-                       *, resolve: bool = True) -> tuple[BridgeSettings, Endpoint]:
+                       *, resolve: bool = True,
+                       on_error: Callable[[str], None] | None = None) -> tuple[BridgeSettings, Endpoint]:
     """Settings and endpoint, or a one-line error on stderr and exit code 2 (before any network use).
 
     The settings come back with secrets from files and commands resolved into their fields, unless not
     `resolve` (`config` writes the settings as given, and runs no secret command). `drop` unsets settings
-    whatever their source (`servers connect` replaces the endpoint).
+    whatever their source (`servers connect` replaces the endpoint). `on_error` also hears the error line
+    (`check --json` puts it in its document).
     """
+    line = ""
     try:
         given = load_settings(overrides, env_file=env_file)
         if drop:
@@ -47,13 +62,29 @@ def load_configuration(overrides: dict[str, Any], env_file: str | None, drop: tu
         if settings.log_file is not None:
             create_log_file(settings.log_file)
     except ConfigError as exc:
-        print(f"alloy-mcp-bridge: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
-    except OSError:
-        print("alloy-mcp-bridge: configuration error: ALLOY_LOG_FILE (--log-file): cannot open the file for writing",
-              file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        line = f"alloy-mcp-bridge: configuration error: {exc}"
+        _report_config_error(line, overrides)
+    except OSError as exc:
+        line = ("alloy-mcp-bridge: configuration error: ALLOY_LOG_FILE (--log-file): cannot open the file for "
+                f"writing ({exc.strerror or type(exc).__name__})")
+        _report_config_error(line, {})
+    if line:
+        if on_error is not None:
+            on_error(line)
+        raise SystemExit(EXIT_CONFIG)
     return settings, endpoint
+
+
+def _report_config_error(line: str, overrides: dict[str, Any]) -> None:
+    """One line on stderr — and in ALLOY_LOG_FILE when one is set, since that is where a user looks when a
+    desktop client only says "connection closed"."""
+    print(line, file=sys.stderr)
+    path = overrides.get("log_file") or os.environ.get("ALLOY_LOG_FILE")
+    if path:
+        with contextlib.suppress(OSError):
+            create_log_file(Path(path))
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR [{os.getpid()}] bridge: {line}\n")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,7 +97,7 @@ def run(overrides: dict[str, Any], env_file: str | None = ".env") -> int:
     settings, endpoint = load_configuration(overrides, env_file)
     secrets = SecretList(endpoint.secrets)
     configure_logging(settings.log_level, settings.log_file, secrets, settings.log_max_bytes, settings.log_backups)
-    for warning in endpoint.warnings:
+    for warning in [*endpoint.warnings, *unknown_variables(dict(os.environ))]:
         logger.warning(warning)
     logger.info("alloy-mcp-bridge %s: relaying stdio to %s", __version__, endpoint.display_url)
     # Everything imported so far lives for the whole process: keep it out of the garbage collector's

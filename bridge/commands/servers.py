@@ -42,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser, parser_class: type[argparse.A
 
     def sub(name: str, summary: str, example: str) -> argparse.ArgumentParser:
         command = actions.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
-                                     epilog=f"example:\n  {example}",
+                                     epilog=f"example:\n  {example}", allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-        command.add_argument("--json", action="store_true", help="print the API's objects as received")
+        if name != "connect":
+            command.add_argument("--json", action="store_true", help="print the API's objects as received")
         return command
 
     sub("list", "list your MCP servers", "alloy-mcp-bridge servers list")
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser, parser_class: type[argparse.A
                  "hubspot_delete_contact")
     create.add_argument("name", help="1-100 characters, unique among your servers")
     _describe_flags(create, public_switch=False)
-    create.add_argument("--token-days", type=int, metavar="N", help="days until the access token expires (1-365)")
+    create.add_argument("--token-days", type=_token_days, metavar="N",
+                        help="days until the access token expires (1-365)")
     _restriction_flags(create)
     update = sub("update", "change a server (restrictions given replace the old ones whole)",
                  "alloy-mcp-bridge servers update srv_123 --allow-action hubspot_get_contact --merge-restrictions")
@@ -75,10 +77,21 @@ def add_arguments(parser: argparse.ArgumentParser, parser_class: type[argparse.A
     from bridge.cli import COMMANDS
 
     for names, options in COMMANDS["config"].options:
-        if names != ("--json",):
-            connect.add_argument(*names, **options)
+        if names == ("--name",):
+            options = {**options, "default": None, "help": "the entry's name (default: alloy-<server name>)"}
+        connect.add_argument(*names, **options)
     for command in actions.choices.values():
         add_settings(command)
+
+
+def _token_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not 1 <= days <= 365:
+        raise argparse.ArgumentTypeError("must be between 1 and 365")
+    return days
 
 
 def _describe_flags(parser: argparse.ArgumentParser, *, public_switch: bool) -> None:
@@ -127,6 +140,18 @@ def main(args: argparse.Namespace) -> int:
     except ManagementError as exc:
         print(f"alloy-mcp-bridge: {secrets.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+
+
+async def _lookup(settings: BridgeSettings, endpoint: Any, secrets: SecretList, server_id: str) -> dict[str, Any]:
+    async with remote_http(settings, endpoint, secrets) as http:
+        return await ServerManagement(http).get(server_id)
+
+
+def _slug(name: str) -> str:
+    """A server name as an entry name: letters, digits and dashes."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "server"
 
 
 def _restriction_change(args: argparse.Namespace) -> RestrictionChange:
@@ -216,8 +241,6 @@ def _body(args: argparse.Namespace, change: RestrictionChange, *, creating: bool
     if args.public is not None:
         body["isPublic"] = args.public
     if creating and args.token_days is not None:
-        if not 1 <= args.token_days <= 365:
-            raise ManagementError("--token-days must be between 1 and 365")
         body["tokenExpiresInDays"] = args.token_days
     if change:
         body["restrictions"] = dict(change.categories)
@@ -265,11 +288,29 @@ def _print_access(created: dict[str, Any]) -> None:
 
 
 def _connect(args: argparse.Namespace) -> int:
-    """The `config` entry for server ID: its id and the base URL, the key and user settings as configured."""
+    """The `config` entry for server ID: its id and the base URL, the key and user settings as configured.
+
+    The server is looked up first: an entry for a server that does not exist (or is not yours) is never written.
+    """
     from bridge.commands import config
 
+    try:
+        settings = resolve_secrets(load_settings(overrides_from(args), env_file=args.env_file or None))
+        endpoint = resolve_management_endpoint(settings)
+        check_network_settings(settings)
+    except ConfigError as exc:
+        print(f"alloy-mcp-bridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    secrets = SecretList(endpoint.secrets)
+    configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file, secrets)
+    try:
+        server = anyio.run(_lookup, settings, endpoint, secrets, args.id)
+    except ManagementError as exc:
+        print(f"alloy-mcp-bridge: {secrets.redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.name is None:
+        args.name = "alloy-" + _slug(str(server.get("name") or args.id))
     args.server_id = args.id
-    args.mcp_url = None
-    args.access_token = None
+    args.mcp_url = args.access_token = args.mcp_url_file = args.access_token_file = None
     args.include_secrets = getattr(args, "include_secrets", False)
-    return config.main(args, drop=("mcp_url", "access_token"))
+    return config.main(args, drop=("mcp_url", "access_token", "mcp_url_file", "access_token_file"))

@@ -56,6 +56,15 @@ class Upstream(Protocol):
 RequestHandler = Callable[..., Awaitable[None]]
 
 
+async def _guarded(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    try:
+        await function(*args)
+    except RemoteFailure as failure:
+        logger.warning("%s failed: %s", getattr(function, "__name__", "a background task"), failure.reason)
+    except Exception:  # a bug in one background task must not take the bridge down
+        logger.exception("internal error in %s", getattr(function, "__name__", "a background task"))
+
+
 class TaskHost:
     """Owns the tasks an upstream spawns (request handlers, streams) for as long as `run()` runs."""
 
@@ -77,8 +86,9 @@ class TaskHost:
             self._tg.cancel_scope.cancel()
 
     def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a background task; whatever it raises is logged, never fatal to the bridge."""
         assert self._tg is not None, "run() must have started"
-        self._tg.start_soon(function, *args)  # type: ignore[arg-type]
+        self._tg.start_soon(_guarded, function, args)
 
     def spawn_request(self, pending: Pending, handler: RequestHandler, *args: Any) -> None:
         """Run `handler(pending, *args)` in its own task; every way it can end answers the request."""

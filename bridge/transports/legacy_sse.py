@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import anyio
+import httpx2
 
 from bridge.errors import BridgeError, BridgeErrorCode, RemoteFailure, RemoteRpcError, bad_response
 from bridge.http import RemoteHttp
@@ -55,9 +56,10 @@ class _Stream:
 class _Waiter:
     """A desktop request whose answer is awaited on the event stream."""
 
-    __slots__ = ("stream", "done", "answered", "deadline")
+    __slots__ = ("pending", "stream", "done", "answered", "deadline")
 
-    def __init__(self, stream: _Stream, deadline: float) -> None:
+    def __init__(self, pending: Pending, stream: _Stream, deadline: float) -> None:
+        self.pending = pending
         self.stream = stream
         self.done = anyio.Event()
         self.answered = False
@@ -78,6 +80,7 @@ class LegacySseUpstream(TaskHost):
         self._connect_lock = anyio.Lock()
         self._recover_lock = anyio.Lock()
         self._recovered_stream: _Stream | None = None
+        self._recovering = False
         self._own = Replies("sse")
         self._waiting: dict[RequestId, _Waiter] = {}
         self._progress: dict[Any, _Waiter] = {}
@@ -188,6 +191,7 @@ class LegacySseUpstream(TaskHost):
             if waiter is not None:
                 waiter.answered = True
                 waiter.done.set()
+                self.state.confirm(waiter.pending, message)  # what the remote accepted is replayed later
         elif message.kind is Kind.NOTIFICATION and message.method == "notifications/progress" and self._progress:
             waiter = self._progress.get(message.params.get("progressToken"))
             if waiter is not None:
@@ -210,15 +214,21 @@ class LegacySseUpstream(TaskHost):
         try:
             await self.gate.wait(ticket)
             resent = False
+            forgotten = 0
             while True:
                 stream = await self._session()
-                waiter = self._waiting[pending.id] = _Waiter(stream, anyio.current_time() + self.http.read_timeout)
+                waiter = self._waiting[pending.id] = _Waiter(pending, stream,
+                                                             anyio.current_time() + self.http.read_timeout)
                 token = _progress_token(pending.message)
                 if token is not None:
                     self._progress[token] = waiter
                 try:
-                    if not await self._post(stream, pending.message) and not resent:
-                        resent = True  # the remote forgot the stream's session: it did not run; once more
+                    if not await self._post(stream, pending.message):
+                        forgotten += 1  # the remote forgot the stream's session: it did not run
+                        if forgotten >= 2:
+                            raise BridgeError(BridgeErrorCode.SESSION_LOST,
+                                              f"The remote refused {pending.method} twice for an unknown session "
+                                              "(HTTP 404); it did not run.", http_status=404)
                         continue
                     outcome = await self._await_answer(waiter)
                 finally:
@@ -239,6 +249,7 @@ class LegacySseUpstream(TaskHost):
                 logger.info("resending %s after the event stream dropped", pending.method)
                 resent = True
         finally:
+            self.state.forget(pending)
             if hold is not None:
                 self.gate.release(hold)
 
@@ -267,10 +278,13 @@ class LegacySseUpstream(TaskHost):
     async def _session(self) -> _Stream:
         """A usable stream with the session restored; waits (bounded) for a recovery in progress."""
         stream = self._stream
-        if stream is not None and stream.usable:
+        if stream is not None and stream.usable and not self._recovering:
             return stream
         if stream is None or not self.state.initialized:
             return await self._connect()
+        if self._recovering and stream.usable:  # a stream is open but its session is being restored: wait for it
+            with anyio.move_on_after(self.http.read_timeout):
+                return await self._recover(None)
         with anyio.move_on_after(self.http.read_timeout):
             return await self._recover(stream)
         raise BridgeError(
@@ -284,7 +298,10 @@ class LegacySseUpstream(TaskHost):
         try:
             async with self.http.open("POST", url=stream.post_url, body=message.raw, headers=_POST_HEADERS,
                                       rpc_method=message.method) as response:
-                await response.aread()
+                try:
+                    await response.aread()
+                except httpx2.HTTPError as exc:  # the POST was taken; its (empty) body was cut
+                    raise self.http.lost(exc, message.method) from None
         except BridgeError as error:
             if error.http_status == 404:
                 logger.info("the remote forgot the event stream's session (HTTP 404); reconnecting")
@@ -295,28 +312,36 @@ class LegacySseUpstream(TaskHost):
 
     # --- recovery ----------------------------------------------------------------------------
 
-    async def _recover(self, lost: _Stream) -> _Stream:
-        """Reconnect and restore the session after `lost` ended; one recovery at a time, shared by all."""
+    async def _recover(self, lost: _Stream | None) -> _Stream:
+        """Reconnect and restore the session after `lost` ended (None: wait for the recovery under way);
+        one recovery at a time, shared by all."""
         async with self._recover_lock:
             current = self._recovered_stream
             if current is not None and current is not lost and current.usable:
                 return current
-            backoff = Backoff()
-            while not self._closed:
-                try:
-                    stream = await self._connect()
-                    if self.state.init_params is not None:
-                        await self._replay(stream, self.state.init_params)
-                    logger.info("legacy SSE session restored; %s", self.state.describe())
-                    self._recovered_stream = stream
-                    return stream
-                except RemoteFailure as failure:
-                    delay = backoff.next_delay()
-                    logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", failure.reason, delay)
-                    if self._stream is not None and self._stream.usable:
-                        self._abandon(self._stream)  # a session the remote refused to restore is no session
-                    await anyio.sleep(delay)
-            raise BridgeError(BridgeErrorCode.SESSION_LOST, "The bridge is shutting down.")
+            self._recovering = True
+            try:
+                return await self._recover_now()
+            finally:
+                self._recovering = False
+
+    async def _recover_now(self) -> _Stream:
+        backoff = Backoff()
+        while not self._closed:
+            try:
+                stream = await self._connect()
+                if self.state.init_params is not None:
+                    await self._replay(stream, self.state.init_params)
+                logger.info("legacy SSE session restored; %s", self.state.describe())
+                self._recovered_stream = stream
+                return stream
+            except RemoteFailure as failure:
+                delay = backoff.next_delay()
+                logger.info("legacy SSE reconnect failed (%s); retrying in %.1fs", failure.reason, delay)
+                if self._stream is not None and self._stream.usable:
+                    self._abandon(self._stream)  # a session the remote refused to restore is no session
+                await anyio.sleep(delay)
+        raise BridgeError(BridgeErrorCode.SESSION_LOST, "The bridge is shutting down.")
 
     async def _replay(self, stream: _Stream, init_params: dict[str, Any]) -> None:
         """The desktop's `initialize` again (a refusal is a failed recovery), then what the remote had accepted."""

@@ -368,6 +368,9 @@ class StreamableHttpUpstream(TaskHost):
                     self._lost = None
                     logger.info("opened a new remote session; restored %s", self.state.describe())
             except RemoteFailure as failure:
+                if epoch != self._epoch:
+                    logger.info("a session re-opening failed, but the desktop has started a new one meanwhile")
+                    return
                 self._lost = failure.reason
                 logger.error("could not re-open the remote session: %s", self._lost)
             finally:

@@ -161,7 +161,7 @@ def test_codex_toml_keeps_comments_and_other_tables(tmp_path):
 def test_the_dry_run_diff_never_shows_a_secret(tmp_path):
     change = plan(CLIENTS["cursor"], tmp_path / "mcp.json", SERVER, force=False)
     diff = unified_diff(change, SERVER)
-    assert "+" in diff and "<ALLOY_API_KEY>" in diff and "sk_unit_SECRET_1" not in diff
+    assert '+        "ALLOY_API_KEY": "***"' in diff and "sk_unit_SECRET_1" not in diff
 
 
 def test_every_client_has_a_spec():
