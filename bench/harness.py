@@ -174,7 +174,14 @@ async def _guarded(session: Awaitable[None], contender: Contender, progress: Cal
     except Exception as exc:  # noqa: BLE001 - peers are other people's software
         if contender.name == "ours":
             raise
-        progress(f"{contender.name} failed a session ({type(exc).__name__}); its figures miss that session")
+        progress(f"{contender.name} failed a session ({type(exc).__name__}: {_first_line(exc)}); its figures miss "
+                 "that session")
+
+
+def _first_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
 
 
 async def run(contenders: list[Contender], plan: Plan, progress: Callable[[str], None]) -> Results:
@@ -185,7 +192,8 @@ async def run(contenders: list[Contender], plan: Plan, progress: Callable[[str],
         progress(f"cold start: {plan.starts} starts each")
         for i in range(plan.starts):
             for contender in contenders:
-                await measure_start(contender, remote, results, count_requests=(i == 0))
+                await _guarded(measure_start(contender, remote, results, count_requests=(i == 0)), contender,
+                               progress)
         for r in range(plan.rounds):
             progress(f"round {r + 1}/{plan.rounds}: latency, throughput, big results, memory")
             for contender in contenders:

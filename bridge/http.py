@@ -1,4 +1,4 @@
-"""The HTTP side: the httpx2 client (auth headers, timeouts, TLS, proxies) and sending under the retry policy.
+"""Sending to the remote: `RemoteHttp`, one request at a time under the retry policy, every failure typed.
 
 `RemoteHttp.open()` sends one HTTP request and hands back the streaming
 response once the remote has accepted it, after retrying what `retry.py` says
@@ -11,8 +11,6 @@ so one bad request cannot take the bridge down.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import logging
 import socket
 import ssl
@@ -22,157 +20,38 @@ from typing import Any
 import anyio
 import httpx2
 
-from bridge import __version__
-from bridge.auth.headers import CommandHeader, FileHeader, HeaderSource, RotatingHeaders
 from bridge.direct_pool import DirectSender
 from bridge.endpoint import Endpoint
+from bridge.error_bodies import error_detail, forgot_session, jsonrpc_error, read_some
 from bridge.errors import (
     BridgeError,
     BridgeErrorCode,
     ConnectionDropped,
     RemoteRpcError,
     SessionExpired,
-    bad_response,
     status_error,
 )
+from bridge.http_client import MAX_CONNECTIONS, build_client, direct_transport, limits, tls_context
 from bridge.logs import SecretList
-from bridge.messages import NotJson, decode_value
-from bridge.network import AsyncioBackend, keepalive_options
 from bridge.pacing import Pacer, parse_rate_limit
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
-from bridge.settings import BridgeSettings, ConfigError
+from bridge.settings import BridgeSettings
 from bridge.stats import SessionStats
 
 logger = logging.getLogger(__name__)
 
 SESSION_HEADER = "mcp-session-id"
-_MAX_CONNECTIONS = 128
 _DETAIL_CHARS = 300
 # Non-2xx statuses whose JSON-RPC error body is the remote's real answer (others get the bridge's own message).
 _PASS_THROUGH_STATUSES = frozenset({400, 404, 405, 406, 409, 415, 422})
-_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
-
-
-def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
-                 transport: httpx2.AsyncHTTPTransport | None = None) -> httpx2.AsyncClient:
-    """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling, proxies.
-
-    `transport` serves the connections that need no proxy (default: one on the bridge's network backend).
-
-    Raises:
-        ConfigError: a proxy variable the client cannot use.
-    """
-    timeout = httpx2.Timeout(
-        connect=settings.connect_timeout,
-        read=settings.read_timeout,
-        write=settings.read_timeout,
-        pool=settings.connect_timeout,  # all connections busy: a free one is part of connecting
-    )
-    headers = {"user-agent": f"alloy-mcp-bridge/{__version__}", **endpoint.headers}
-    # Proxy variables (HTTPS_PROXY, ALL_PROXY) are honoured, but never for loopback: a proxy would receive
-    # the credentials of a local endpoint, over plain HTTP.
-    loopback = ["all://localhost", "all://127.0.0.1", "all://[::1]"]
-    if endpoint.is_loopback:
-        loopback.append(f"all://{httpx2.URL(endpoint.url).netloc.decode('ascii')}")
-    verify = _tls_context(settings, endpoint)
-    limits = _limits()
-    try:
-        return httpx2.AsyncClient(
-            headers=headers,
-            timeout=timeout,
-            verify=verify,
-            follow_redirects=False,
-            limits=limits,
-            transport=transport or _direct_transport(verify, limits),
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
-            mounts=dict.fromkeys(loopback),
-            auth=rotating_auth(settings, secrets),
-        )
-    except (ValueError, ImportError, TypeError) as exc:
-        raise ConfigError("/".join(_PROXY_VARIABLES), _proxy_problem(exc)) from None
-
-
-def rotating_auth(settings: BridgeSettings, secrets: SecretList) -> httpx2.Auth | None:
-    """The auth flow for credentials that change while the bridge runs (files, secret commands), if any."""
-    sources: list[HeaderSource] = []
-    if settings.user_token_file is not None:
-        sources.append(FileHeader("x-alloy-user-token", settings.user_token_file, secrets))
-    if settings.user_token_command is not None and settings.user_token is not None:
-        sources.append(CommandHeader("x-alloy-user-token", "user_token_command", settings.user_token_command,
-                                     settings.user_token.get_secret_value(), secrets))
-    if settings.api_key_command is not None and settings.api_key is not None:
-        sources.append(CommandHeader("authorization", "api_key_command", settings.api_key_command,
-                                     settings.api_key.get_secret_value(), secrets, prefix="Bearer "))
-    return RotatingHeaders(sources) if sources else None
-
-
-def _limits() -> httpx2.Limits:
-    return httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=30.0)
-
-
-def _direct_transport(verify: ssl.SSLContext | bool, limits: httpx2.Limits) -> httpx2.AsyncHTTPTransport:
-    """httpx2's transport for connections without a proxy, on the bridge's own network backend (see `network.py`)."""
-    transport = httpx2.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=True)
-    pool = getattr(transport, "_pool", None)
-    if pool is not None and hasattr(pool, "_network_backend"):
-        pool._network_backend = AsyncioBackend(keepalive_options())
-    else:  # pragma: no cover - another httpx2 layout: the stock backend works, only slower
-        logger.debug("httpx2's connection pool has no network backend to replace; using its own")
-    return transport
-
-
-def check_network_settings(settings: BridgeSettings) -> None:
-    """What the HTTP client will need, checked before any network use: proxy variables, the CA bundle.
-
-    Raises:
-        ConfigError: naming the proxy variable or `ALLOY_CA_BUNDLE`.
-    """
-    from httpx2._utils import get_environment_proxies
-
-    for pattern, url in get_environment_proxies().items():
-        if url is None:
-            continue
-        try:
-            proxy = httpx2.Proxy(url)
-        except (ValueError, TypeError, httpx2.InvalidURL) as exc:
-            raise ConfigError(_proxy_variable(pattern), _proxy_problem(exc)) from None
-        if proxy.url.scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-            raise ConfigError(_proxy_variable(pattern), _proxy_problem(ImportError()))
-    if settings.ca_bundle is not None:
-        try:
-            ssl.create_default_context(cafile=str(settings.ca_bundle))
-        except (ssl.SSLError, OSError, ValueError):
-            raise ConfigError("ca_bundle", "is not a readable PEM file of CA certificates") from None
-
-
-def _proxy_variable(pattern: str) -> str:
-    scheme = pattern.partition("://")[0]
-    return {"http": "HTTP_PROXY", "https": "HTTPS_PROXY"}.get(scheme, "ALL_PROXY")
-
-
-def _proxy_problem(exc: Exception) -> str:
-    if isinstance(exc, ImportError) or "socksio" in str(exc):
-        return "a SOCKS proxy needs the optional 'socksio' package; use an http:// proxy or install it"
-    return "the proxy URL is not usable (supported: http://, https://, socks5://); check the proxy variables"
-
-
-def _tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext | bool:
-    if settings.ca_bundle is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
-    if endpoint.url.startswith("http://"):
-        # Plain HTTP never uses TLS (redirects are not followed), so skip loading the system CA store
-        # (~100 ms at start-up): this context verifies and trusts nothing yet, it fails closed. OAuth,
-        # whose authorization server may be HTTPS, loads the store into it when it starts.
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return True
 
 
 @contextlib.asynccontextmanager
 async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
                       stats: SessionStats | None = None) -> AsyncIterator[RemoteHttp]:
     """The client and the sender on top of it, for as long as the bridge talks to the remote."""
-    tls = _tls_context(settings, endpoint)
-    transport = _direct_transport(tls, _limits())
+    tls = tls_context(settings, endpoint)
+    transport = direct_transport(tls, limits())
     async with build_client(settings, endpoint, secrets, transport) as client:
         direct = DirectSender.for_client(client, httpx2.URL(endpoint.url), transport)
         yield RemoteHttp(client, settings, endpoint, secrets, direct=direct, stats=stats,
@@ -267,7 +146,7 @@ class RemoteHttp:
             except httpx2.PoolTimeout:
                 raise BridgeError(
                     BridgeErrorCode.REMOTE_UNAVAILABLE,
-                    f"All {_MAX_CONNECTIONS} connections to the remote stayed busy for ALLOY_CONNECT_TIMEOUT; "
+                    f"All {MAX_CONNECTIONS} connections to the remote stayed busy for ALLOY_CONNECT_TIMEOUT; "
                     f"{rpc_method or 'the request'} was not sent.",
                 ) from None
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
@@ -300,7 +179,7 @@ class RemoteHttp:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             location = response.headers.get("location") if 300 <= status < 400 else None
             challenge = response.headers.get("www-authenticate", "") if status == 401 else ""
-            raw = await _read_some(response)
+            raw = await read_some(response)
             await response.aclose()
             if status == 401 and self.oauth is None and self._oauth_eligible and await self._asks_for_oauth(challenge):
                 logger.info("the remote asks for OAuth sign-in (HTTP 401 with a Bearer challenge)")
@@ -312,9 +191,9 @@ class RemoteHttp:
 
                 raise sign_in_failed("the remote still refuses the access token (HTTP 401). Run "
                                      "`alloy-mcp-bridge logout` then `alloy-mcp-bridge login`.")
-            rpc_error = _jsonrpc_error(raw)
+            rpc_error = jsonrpc_error(raw)
             with_session = bool(headers and SESSION_HEADER in headers)
-            if with_session and _forgot_session(status, rpc_error):
+            if with_session and forgot_session(status, rpc_error):
                 raise SessionExpired()
             delay = self.policy.delay_after_status(state, status, retry_after, rpc_method)
             if delay is not None:
@@ -388,7 +267,7 @@ class RemoteHttp:
         return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
 
     def _detail(self, raw: bytes) -> str:
-        detail = _error_detail(raw)
+        detail = error_detail(raw)
         return self._shorten(detail) if detail else ""
 
     def _unreachable(self, exc: Exception) -> BridgeError:
@@ -505,79 +384,3 @@ def _describe(exc: BaseException) -> str:
     if "Name or service not known" in text or "nodename nor servname" in text or "Errno -2" in text:
         return "host name not found"
     return text[:200]
-
-
-def _forgot_session(status: int, rpc_error: dict[str, Any] | None) -> bool:
-    """Whether an error to a request that carried a session id means "I do not know that session".
-
-    404 is the spec's answer (unless it is a JSON-RPC "method not found"); some servers (the TypeScript
-    SDK's examples among them) answer 400 "No valid session ID provided" instead.
-    """
-    if status == 404:
-        return rpc_error is None or rpc_error.get("code") != -32601
-    if status == 400 and rpc_error is not None:
-        return "session" in str(rpc_error.get("message", "")).lower()
-    return False
-
-
-async def _read_some(response: httpx2.Response, limit: int = 65536) -> bytes:
-    """The first bytes of an error response's body (enough for any JSON-RPC error), read for a bounded time."""
-    chunks: list[bytes] = []
-    size = 0
-    with anyio.move_on_after(5.0):
-        try:
-            async for chunk in response.aiter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size >= limit:
-                    break
-        except httpx2.HTTPError:
-            pass
-    return b"".join(chunks)[:limit]
-
-
-def _jsonrpc_error(raw: bytes) -> dict[str, Any] | None:
-    """The `error` object of a JSON-RPC error body, or None.
-
-    Raises:
-        BridgeError: the body is a JSON-RPC error in lenient JSON only (NaN, Infinity): refused as invalid.
-    """
-    try:
-        body = decode_value(raw)
-    except NotJson:
-        if _is_lenient_jsonrpc_error(raw):
-            raise bad_response("The remote's JSON-RPC error is not strict JSON (it holds NaN or Infinity); "
-                               "it was refused.") from None
-        return None
-    if isinstance(body, dict) and body.get("jsonrpc") == "2.0" and isinstance(body.get("error"), dict):
-        error = body["error"]
-        if isinstance(error.get("code"), int) and isinstance(error.get("message"), str):
-            return error
-    return None
-
-
-def _is_lenient_jsonrpc_error(raw: bytes) -> bool:
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(body, dict) and body.get("jsonrpc") == "2.0" and isinstance(body.get("error"), dict)
-
-
-def _error_detail(raw: bytes, limit: int = 8192) -> str:
-    """The remote's own explanation of an error status (JSON `error`/`message` or text), uncut."""
-    text = raw[:limit].decode("utf-8", "replace").strip()
-    if not text:
-        return ""
-    with contextlib.suppress(NotJson):
-        body: Any = decode_value(raw[:limit])
-        if isinstance(body, dict):
-            err = body.get("error")
-            if isinstance(err, dict):
-                return str(err.get("message") or err)
-            for key in ("error_description", "message", "error", "detail"):
-                if isinstance(body.get(key), str):
-                    return str(body[key])
-    if text.startswith("<"):
-        return ""  # an HTML error page says nothing useful on one line
-    return " ".join(text.split())

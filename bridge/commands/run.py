@@ -18,7 +18,8 @@ import anyio
 
 from bridge import __version__
 from bridge.endpoint import Endpoint, resolve_endpoint
-from bridge.http import check_network_settings, remote_http
+from bridge.http import remote_http
+from bridge.http_client import check_network_settings
 from bridge.logs import SecretList, configure_logging, create_log_file
 from bridge.policy import ToolPolicy
 from bridge.relay import Relay

@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 
 from bridge.endpoint import resolve_management_endpoint
-from bridge.http import check_network_settings, remote_http
+from bridge.http import remote_http
+from bridge.http_client import check_network_settings
 from bridge.logs import SecretList, configure_logging
 from bridge.management import (
     CATEGORIES,
