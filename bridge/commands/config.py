@@ -74,7 +74,7 @@ _NETWORK_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "SSL
 def _network_environment() -> dict[str, str]:
     found = {name: os.environ[name] for name in _NETWORK_VARIABLES if os.environ.get(name)}
     if found:
-        _note(f"copied {', '.join(found)} from this environment: the client does not pass it on")
+        _note(f"copied {', '.join(found)} from this environment: desktop clients do not pass them on")
     return found
 
 
