@@ -276,7 +276,7 @@ def _from_value(value: Any, raw: bytes | None) -> Message | InvalidMessage:
 def _classify(container: Any, has: Any, get: Any, raw: bytes) -> Message:
     has_id = has("id")
     request_id = get("id") if has_id else None
-    if has_id and request_id is not None and not _valid_id(request_id):
+    if has_id and request_id is not None and not valid_id(request_id):
         raise InvalidMessage("id must be a string or an integer")
     if get("jsonrpc") != "2.0":
         raise InvalidMessage('"jsonrpc" must be "2.0"', request_id if has_id else None)
@@ -298,7 +298,8 @@ def _classify(container: Any, has: Any, get: Any, raw: bytes) -> Message:
     raise InvalidMessage("not a request, notification, response or error", request_id if has_id else None)
 
 
-def _valid_id(value: Any) -> bool:
+def valid_id(value: Any) -> bool:
+    """Whether `value` can be a JSON-RPC id (or a progress token): a string or an integer, never a bool."""
     return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
 
 

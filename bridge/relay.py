@@ -44,7 +44,17 @@ from bridge.errors import (
 )
 from bridge.inflight import DuplicateRequestId, InFlightTable, Pending
 from bridge.logs import SecretList
-from bridge.messages import InvalidMessage, Kind, Message, NotJson, RequestId, build_answer, decode_messages, dumps
+from bridge.messages import (
+    InvalidMessage,
+    Kind,
+    Message,
+    NotJson,
+    RequestId,
+    build_answer,
+    decode_messages,
+    dumps,
+    valid_id,
+)
 from bridge.policy import ToolPolicy
 from bridge.retry import is_idempotent
 from bridge.stats import SessionStats
@@ -199,7 +209,7 @@ class Relay(Sink):
 
     def _mark_cancelled(self, message: Message) -> None:
         request_id = message.params.get("requestId")
-        pending = self.inflight.get(request_id) if isinstance(request_id, (str, int)) else None
+        pending = self.inflight.get(request_id) if valid_id(request_id) else None
         if pending is not None:
             pending.cancelled = True
 
@@ -371,7 +381,7 @@ def _id_from_head(head: bytes) -> RequestId | None:
                     value = json.loads(match.group(1))
                 except ValueError:
                     return None
-                return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+                return value if valid_id(value) else None
             index = end + 1
             continue
         if byte in b"{[":

@@ -25,7 +25,7 @@ import httpx2
 from bridge.errors import BridgeError, BridgeErrorCode, RemoteFailure, RemoteRpcError, bad_response
 from bridge.http import RemoteHttp
 from bridge.inflight import Pending
-from bridge.messages import Kind, Message, RequestId, build_notification
+from bridge.messages import Kind, Message, RequestId, build_notification, valid_id
 from bridge.retry import Backoff, is_idempotent
 from bridge.transports.base import Sink, TaskHost
 from bridge.transports.event_stream import EventTooLarge, iter_events
@@ -193,7 +193,8 @@ class LegacySseUpstream(TaskHost):
                 waiter.done.set()
                 self.state.confirm(waiter.pending, message)  # what the remote accepted is replayed later
         elif message.kind is Kind.NOTIFICATION and message.method == "notifications/progress" and self._progress:
-            waiter = self._progress.get(message.params.get("progressToken"))
+            token = message.params.get("progressToken")
+            waiter = self._progress.get(token) if valid_id(token) else None
             if waiter is not None:
                 waiter.deadline = anyio.current_time() + self.http.read_timeout
         await self.sink.deliver(message)
@@ -371,4 +372,4 @@ class LegacySseUpstream(TaskHost):
 def _progress_token(message: Message) -> Any:
     meta = message.params.get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
-    return token if isinstance(token, (str, int)) and not isinstance(token, bool) else None
+    return token if valid_id(token) else None

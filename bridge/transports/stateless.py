@@ -40,7 +40,7 @@ import anyio.abc
 from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode, RemoteFailure, RemoteRpcError, bad_response
 from bridge.http import RemoteHttp
 from bridge.inflight import Pending
-from bridge.messages import InvalidMessage, Kind, Message, build_answer, build_request
+from bridge.messages import InvalidMessage, Kind, Message, build_answer, build_request, valid_id
 from bridge.retry import Backoff
 from bridge.transports.base import Sink, TaskHost
 from bridge.transports.replies import Replies, result_of
@@ -152,7 +152,8 @@ class StatelessUpstream(TaskHost):
                 logger.debug("dropped an answer from the desktop for unknown id %r", message.id)
             return
         if message.method == "notifications/cancelled":
-            scope = self._running.get(message.params.get("requestId"))
+            request_id = message.params.get("requestId")
+            scope = self._running.get(request_id) if valid_id(request_id) else None
             if scope is not None:
                 scope.cancel()  # closing the response stream is the 2026 cancellation
             return

@@ -1,0 +1,68 @@
+"""Regressions from the second whole-change review: each reproduced a defect, now fixed.
+
+End to end through the bridge process: the scriptable hostile remote (tests/hostile_remote.py) or the
+SDK-built remote (tests/remote_server.py) on 127.0.0.1, the desktop writing raw lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.helpers import API_KEY, bridge_env, running_remote
+from tests.hostile_remote import HostileRemote, Received, Reply, sse_event
+from tests.test_hostile import _init_params, assert_error, desktop, echo_text, env_for, still_serving
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+@pytest.mark.parametrize("request_id", [[], {}, [1]])
+async def test_a_cancellation_naming_an_unhashable_request_id_is_ignored_by_the_2026_adapter(tmp_path, request_id):
+    with running_remote("--modern-only") as remote:
+        async with desktop(tmp_path, bridge_env(remote)) as d:
+            assert "result" in await d.request("init", "initialize", _init_params())
+            await d.send_json({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await d.send_json({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                               "params": {"requestId": request_id}})
+            assert echo_text(await d.call(2, "echo", text="still here")) == "still here"
+            assert await d.finish() == 0
+
+
+async def test_a_cancellation_naming_true_does_not_cancel_the_request_with_id_1(tmp_path):
+    async def slow_failure(request: Received) -> Reply:
+        await asyncio.sleep(1.0)
+        return Reply(500, [("Content-Type", "text/plain")], b"boom")
+
+    async with HostileRemote() as remote, desktop(tmp_path, env_for(remote.url)) as d:
+        await d.initialize()
+        remote.on("POST", "tools/call", slow_failure, times=1)
+        await d.send_json({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                           "params": {"name": "echo", "arguments": {"text": "x"}}})
+        await d.send_json({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": True}})
+        assert_error(await d.answer(1, timeout=8))  # `true` is not the id 1: the call is still answered
+        assert await d.finish() == 0
+
+
+async def test_legacy_progress_with_an_unhashable_token_does_not_drop_the_event_stream(tmp_path):
+    async def answer_after_bad_progress(request: Received) -> Reply:
+        progress = {"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": [], "progress": 1}}
+        remote.push_stream(sse_event(json.dumps(progress).encode(), event="message"))
+        await asyncio.sleep(0.2)
+        return Reply(200, [("Content-Type", "application/json")], json.dumps({
+            "jsonrpc": "2.0", "id": request.rpc_id,
+            "result": {"content": [{"type": "text", "text": "done"}]}}).encode())
+
+    async with HostileRemote(legacy_sse=True, sessions=False) as remote, \
+            desktop(tmp_path, env_for(remote.url, ALLOY_TRANSPORT="sse")) as d:
+        assert "result" in await d.initialize()
+        remote.on("POST", "tools/call", answer_after_bad_progress, times=1)
+        answer = await d.request(3, "tools/call", {"name": "echo", "arguments": {"text": "x"},
+                                                   "_meta": {"progressToken": "p1"}})
+        assert echo_text(answer) == "done"
+        await still_serving(d)
+        assert len(remote.received("GET")) == 1, "the event stream was dropped and re-opened"
+        assert await d.finish() == 0
+    assert API_KEY not in d.stderr
