@@ -21,7 +21,6 @@ from bridge.settings import BridgeSettings, ConfigError
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~\-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ALLOY_PATH = re.compile(r"^(?P<prefix>.*?/mcp)/(?P<server>[^/]+)(?:/(?P<token>[^/]+))?/?$")
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # A host (name, IPv4 or bracketed IPv6) and an optional port: what httpx2 will accept as an authority.
 _AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\[\]:@/?#]+)(:\d{1,5})?$")
 # Headers the bridge owns: setting them from configuration would break the protocol.
@@ -105,7 +104,7 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
         )
 
     display = _display_url(parts, written_token if url_token else None)
-    return Endpoint(url=url, headers=headers, secrets=secret_forms(secrets), display_url=display,
+    return Endpoint(url=url, headers=headers, secrets=_distinct(secrets), display_url=display,
                     warnings=tuple(warnings))
 
 
@@ -137,7 +136,7 @@ def resolve_management_endpoint(settings: BridgeSettings) -> Endpoint:
         secrets.append(settings.user_token.get_secret_value())
     if settings.user_token_file is not None:
         secrets.append(read_secret_file(settings.user_token_file))
-    return Endpoint(url=url, headers=headers, secrets=secret_forms(secrets), display_url=url)
+    return Endpoint(url=url, headers=headers, secrets=_distinct(secrets), display_url=url)
 
 
 def _endpoint_url(settings: BridgeSettings) -> tuple[str, str | None, str]:
@@ -314,24 +313,6 @@ def _display_url(parts: SplitResult, written_token: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def secret_forms(secrets: list[str]) -> tuple[str, ...]:
-    """Each secret in every spelling it may be shown in, longest first (redaction order).
-
-    As given; URL-encoded (upper- and lower-case percent escapes); decoded, when it was written
-    URL-encoded; and JSON-escaped.
-    """
-    forms: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        spellings = {secret, unquote(secret)}
-        for spelling in list(spellings):
-            encoded = quote(spelling, safe="")
-            spellings |= {encoded, _PERCENT_ESCAPE.sub(lambda m: m.group().lower(), encoded),
-                          _PERCENT_ESCAPE.sub(lambda m: m.group().upper(), spelling),
-                          _PERCENT_ESCAPE.sub(lambda m: m.group().lower(), spelling)}
-        for spelling in spellings:
-            if spelling:
-                forms.add(spelling)
-                forms.add(json.dumps(spelling)[1:-1])
-    return tuple(sorted(forms, key=len, reverse=True))
+def _distinct(secrets: list[str]) -> tuple[str, ...]:
+    """The secrets as given (every spelling of each is added by `SecretList`)."""
+    return tuple(dict.fromkeys(secret for secret in secrets if secret))

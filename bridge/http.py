@@ -41,7 +41,6 @@ from bridge.stats import SessionStats
 logger = logging.getLogger(__name__)
 
 SESSION_HEADER = "mcp-session-id"
-_DETAIL_CHARS = 300
 # Non-2xx statuses whose JSON-RPC error body is the remote's real answer (others get the bridge's own message).
 _PASS_THROUGH_STATUSES = frozenset({400, 404, 405, 406, 409, 415, 422})
 
@@ -205,7 +204,7 @@ class RemoteHttp:
                 raise RemoteRpcError(rpc_error, status)
             raise status_error(
                 status, where=self.endpoint.display_url, detail=self._detail(raw), retry_after=retry_after,
-                rpc_method=rpc_method, location=self._shorten(location) if location else None,
+                rpc_method=rpc_method, location=self.secrets.shorten(location) if location else None,
             )
 
     def enable_oauth(self) -> None:
@@ -261,14 +260,9 @@ class RemoteHttp:
 
     # --- error mapping -------------------------------------------------------------------
 
-    def _shorten(self, text: str) -> str:
-        """The remote's words for a message: secrets redacted first, then cut (a secret never half-shows)."""
-        text = self.secrets.redact(text)
-        return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
-
     def _detail(self, raw: bytes) -> str:
         detail = error_detail(raw)
-        return self._shorten(detail) if detail else ""
+        return self.secrets.shorten(detail) if detail else ""
 
     def _unreachable(self, exc: Exception) -> BridgeError:
         return BridgeError(

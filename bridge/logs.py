@@ -12,6 +12,7 @@ secret learned at run time (a rotated user token) joins it for both at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -21,8 +22,10 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 REDACTED = "***"
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"  # the pid tells copies apart
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Loggers that log full URLs (and with them a token URL's secret) at INFO; quiet unless debugging.
@@ -39,10 +42,16 @@ class SecretList:
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        self.values = tuple(sorted({*self.values, *(s for s in secrets if s)}, key=len, reverse=True))
+        """Hide each of `secrets` from now on, in every spelling it may be shown in (see `secret_forms`)."""
+        self.values = tuple(sorted({*self.values, *secret_forms(secrets)}, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
         return redact(text, self.values)
+
+    def shorten(self, text: str, limit: int = 300) -> str:
+        """`text` for a message: secrets redacted first, then cut to `limit` (a secret never half-shows)."""
+        text = self.redact(text)
+        return text if len(text) <= limit else text[:limit] + "…"
 
     def redact_value(self, value: Any) -> Any:
         """A JSON value with every secret redacted in every string (keys included)."""
@@ -58,6 +67,29 @@ class SecretList:
 
     def __repr__(self) -> str:
         return f"SecretList({len(self.values)} values)"
+
+
+def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret in every spelling it may be shown in, longest first (redaction order).
+
+    As given; URL-encoded (upper- and lower-case percent escapes); decoded, when it was written
+    URL-encoded; and JSON-escaped.
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        spellings = {secret, unquote(secret)}
+        for spelling in list(spellings):
+            encoded = quote(spelling, safe="")
+            spellings |= {encoded, _PERCENT_ESCAPE.sub(lambda m: m.group().lower(), encoded),
+                          _PERCENT_ESCAPE.sub(lambda m: m.group().upper(), spelling),
+                          _PERCENT_ESCAPE.sub(lambda m: m.group().lower(), spelling)}
+        for spelling in spellings:
+            if spelling:
+                forms.add(spelling)
+                forms.add(json.dumps(spelling)[1:-1])
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 class RedactingFormatter(logging.Formatter):

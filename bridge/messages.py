@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from enum import Enum
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 from msgspec import UNSET, Raw
@@ -298,7 +298,7 @@ def _classify(container: Any, has: Any, get: Any, raw: bytes) -> Message:
     raise InvalidMessage("not a request, notification, response or error", request_id if has_id else None)
 
 
-def valid_id(value: Any) -> bool:
+def valid_id(value: Any) -> TypeGuard[RequestId]:
     """Whether `value` can be a JSON-RPC id (or a progress token): a string or an integer, never a bool."""
     return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
 

@@ -52,6 +52,7 @@ from bridge.messages import (
     RequestId,
     build_answer,
     decode_messages,
+    decode_value,
     dumps,
     valid_id,
 )
@@ -220,7 +221,7 @@ class Relay(Sink):
         if message.is_answer:
             if message.id is None:  # the remote could not attribute an error to a request (its parse error)
                 logger.warning("the remote reported an error without an id: %s",
-                               _short(self.secrets.redact(str(message.error))))
+                               self.secrets.shorten(str(message.error), 200))
                 await self._write_error(None, message.error, raw=message.raw)
                 return
             pending = self.inflight.answer(message.id)
@@ -290,15 +291,25 @@ class Relay(Sink):
         except ValueError:  # NaN or Infinity in the remote's error data
             refused = BridgeError(BridgeErrorCode.BAD_RESPONSE,
                                   "The remote's error answer cannot be written as strict JSON; it was refused. "
-                                  f"It said: {self.secrets.redact(str(clean.get('message')))[:300]}")
+                                  f"It said: {self.secrets.shorten(str(clean.get('message')))}")
             return dumps({"jsonrpc": "2.0", "id": request_id, "error": refused.error_object()})
 
     def _holds_secret(self, raw: bytes) -> bool:
-        """Whether any known secret appears anywhere in the message (fields outside `error` included)."""
+        """Whether any known secret appears anywhere in the message as the desktop will read it.
+
+        Fields outside `error` count too, and so do JSON escapes (`\\u0073k_live_…` reads as `sk_live_…`).
+        """
         if not self.secrets.values:
             return False
-        text = raw.decode("utf-8", "replace")
-        return any(secret in text for secret in self.secrets.values)
+        if any(secret in raw.decode("utf-8", "replace") for secret in self.secrets.values):
+            return True
+        if b"\\" not in raw:
+            return False  # no escapes: the desktop reads these very characters
+        try:
+            value = decode_value(raw)
+        except ValueError:
+            return True  # cannot tell: rewrite it
+        return bool(self.secrets.redact_value(value) != value)
 
     async def _write(self, data: bytes, *, newline: bool = False) -> None:
         if self._stdout_closed:
@@ -391,7 +402,3 @@ def _id_from_head(head: bytes) -> RequestId | None:
         index += 1
     return None
 
-
-def _short(value: Any, limit: int = 200) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -66,3 +66,24 @@ async def test_legacy_progress_with_an_unhashable_token_does_not_drop_the_event_
         assert len(remote.received("GET")) == 1, "the event stream was dropped and re-opened"
         assert await d.finish() == 0
     assert API_KEY not in d.stderr
+
+
+@pytest.mark.parametrize("where", ["message", "data"])
+async def test_a_secret_written_with_json_escapes_in_a_remote_error_is_redacted(tmp_path, where):
+    escaped = "".join(f"\\u{ord(char):04x}" for char in API_KEY[:3]) + API_KEY[3:]  # reads as the key
+
+    def leak(request: Received) -> Reply:
+        error = {"code": -32000, "message": "refused"}
+        error[where] = f"bad key {escaped}" if where == "message" else {"key": f"{escaped}"}
+        body = '{"jsonrpc": "2.0", "id": %s, "error": %s}' % (
+            json.dumps(request.rpc_id), json.dumps(error).replace("\\\\u", "\\u"))
+        return Reply(200, [("Content-Type", "application/json")], body.encode())
+
+    async with HostileRemote() as remote, desktop(tmp_path, env_for(remote.url)) as d:
+        await d.initialize()
+        remote.on("POST", "tools/call", leak, times=1)
+        error = assert_error(await d.call(4, "echo", text="x", timeout=8), -32000)
+        assert API_KEY not in json.dumps(error), "the key reached the desktop"
+        assert "***" in json.dumps(error)
+        await still_serving(d)
+        assert await d.finish() == 0

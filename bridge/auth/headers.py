@@ -25,7 +25,7 @@ from typing import Protocol
 import anyio
 import httpx2
 
-from bridge.endpoint import header_value_problem, secret_forms
+from bridge.endpoint import header_value_problem
 from bridge.errors import BridgeError, BridgeErrorCode
 from bridge.logs import SecretList
 from bridge.secret_sources import SecretCommandError, read_secret_file, run_secret_command, seconds_left
@@ -62,7 +62,7 @@ class FileHeader:
                 token = read_secret_file(self.path)
                 self._stamp = stamp
                 if token and token != self._token:
-                    self.secrets.add(secret_forms([token]))  # hidden before anything can print it
+                    self.secrets.add([token])  # hidden before anything can print it
                     problem = header_value_problem(token, secret=True)
                     if problem is not None:
                         logger.warning("ignoring the new %s content: the token %s", env_name(self.setting), problem)
@@ -91,7 +91,7 @@ class CommandHeader:
         self._value = initial
         self._lock = anyio.Lock()
         self._ran_at = 0.0  # (it ran at start, in `resolve_secrets`; an expiring result is renewed once)
-        secrets.add(secret_forms([initial]))
+        secrets.add([initial])
 
     async def value(self, *, force: bool = False) -> str:
         if force or self._expiring():
@@ -121,7 +121,7 @@ class CommandHeader:
                 ) from None
             logger.warning("could not renew a credential before it expires: %s", failure)
             return
-        self.secrets.add(secret_forms([fresh]))
+        self.secrets.add([fresh])
         problem = header_value_problem(fresh, secret=True)
         if problem is not None:
             logger.warning("ignoring the output of %s: it %s", env_name(self.setting), problem)

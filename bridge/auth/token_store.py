@@ -26,7 +26,6 @@ from filelock import FileLock
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken, ProtectedResourceMetadata
 
 from bridge.auth.paths import store_path
-from bridge.endpoint import secret_forms
 from bridge.logs import SecretList
 
 
@@ -60,7 +59,7 @@ class TokenStore:
         tokens: dict[str, Any] = data["tokens"] if isinstance(data.get("tokens"), dict) else {}
         client: dict[str, Any] = data["client_info"] if isinstance(data.get("client_info"), dict) else {}
         values = [tokens.get("access_token"), tokens.get("refresh_token"), client.get("client_secret")]
-        self.secrets.add(secret_forms([value for value in values if isinstance(value, str)]))
+        self.secrets.add([value for value in values if isinstance(value, str)])
 
     def _write(self, **changes: Any) -> None:
         data = self.read()
