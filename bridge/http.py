@@ -31,7 +31,7 @@ from bridge.errors import (
     SessionExpired,
     status_error,
 )
-from bridge.http_client import MAX_CONNECTIONS, build_client, direct_transport, limits, tls_context
+from bridge.http_client import MAX_CONNECTIONS, build_client, direct_transport, tls_context
 from bridge.logs import SecretList
 from bridge.pacing import Pacer, parse_rate_limit
 from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
@@ -50,9 +50,8 @@ async def remote_http(settings: BridgeSettings, endpoint: Endpoint, secrets: Sec
                       stats: SessionStats | None = None) -> AsyncIterator[RemoteHttp]:
     """The client and the sender on top of it, for as long as the bridge talks to the remote."""
     tls = tls_context(settings, endpoint)
-    transport = direct_transport(tls, limits())
-    async with build_client(settings, endpoint, secrets, transport) as client:
-        direct = DirectSender.for_client(client, httpx2.URL(endpoint.url), transport)
+    async with build_client(settings, endpoint, secrets, tls) as client:
+        direct = DirectSender.for_client(client, httpx2.URL(endpoint.url), direct_transport(client))
         yield RemoteHttp(client, settings, endpoint, secrets, direct=direct, stats=stats,
                          tls=tls if isinstance(tls, ssl.SSLContext) else None)
 

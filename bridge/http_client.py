@@ -9,6 +9,7 @@ network use.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import ssl
@@ -29,10 +30,11 @@ _PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
 
 def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
-                 transport: httpx2.AsyncHTTPTransport | None = None) -> httpx2.AsyncClient:
+                 verify: ssl.SSLContext | bool | None = None) -> httpx2.AsyncClient:
     """The one HTTP client of the bridge: static auth headers, timeouts, TLS trust, pooling, proxies.
 
-    `transport` serves the connections that need no proxy (default: one on the bridge's network backend).
+    `verify`: the TLS context (default: `tls_context()`). The client's own transport, which serves the
+    connections that need no proxy, runs on the bridge's network backend; proxy variables get httpx2's.
 
     Raises:
         ConfigError: a proxy variable the client cannot use.
@@ -49,22 +51,21 @@ def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
     loopback = ["all://localhost", "all://127.0.0.1", "all://[::1]"]
     if endpoint.is_loopback:
         loopback.append(f"all://{httpx2.URL(endpoint.url).netloc.decode('ascii')}")
-    verify = tls_context(settings, endpoint)
-    connection_limits = limits()
     try:
-        return httpx2.AsyncClient(
+        client = httpx2.AsyncClient(
             headers=headers,
             timeout=timeout,
-            verify=verify,
+            verify=tls_context(settings, endpoint) if verify is None else verify,
             follow_redirects=False,
-            limits=connection_limits,
-            transport=transport or direct_transport(verify, connection_limits),
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY, SSL_CERT_FILE
+            limits=limits(),
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY (httpx2 reads them only when given no transport), SSL_CERT_FILE
             mounts=dict.fromkeys(loopback),
             auth=rotating_auth(settings, secrets),
         )
     except (ValueError, ImportError, TypeError) as exc:
         raise ConfigError("/".join(_PROXY_VARIABLES), _proxy_problem(exc)) from None
+    use_bridge_backend(direct_transport(client))
+    return client
 
 
 def rotating_auth(settings: BridgeSettings, secrets: SecretList) -> httpx2.Auth | None:
@@ -85,15 +86,18 @@ def limits() -> httpx2.Limits:
     return httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=30.0)
 
 
-def direct_transport(verify: ssl.SSLContext | bool, limits: httpx2.Limits) -> httpx2.AsyncHTTPTransport:
-    """httpx2's transport for connections without a proxy, on the bridge's own network backend (see `network.py`)."""
-    transport = httpx2.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=True)
+def direct_transport(client: httpx2.AsyncClient) -> httpx2.AsyncBaseTransport | None:
+    """The client's transport for connections without a proxy (None: another httpx2 layout)."""
+    return getattr(client, "_transport", None)
+
+
+def use_bridge_backend(transport: httpx2.AsyncBaseTransport | None) -> None:
+    """Run `transport`'s connections on the bridge's own network backend (see `network.py`)."""
     pool = getattr(transport, "_pool", None)
     if pool is not None and hasattr(pool, "_network_backend"):
         pool._network_backend = AsyncioBackend(keepalive_options())
     else:  # pragma: no cover - another httpx2 layout: the stock backend works, only slower
         logger.debug("httpx2's connection pool has no network backend to replace; using its own")
-    return transport
 
 
 def check_network_settings(settings: BridgeSettings) -> None:
@@ -115,7 +119,7 @@ def check_network_settings(settings: BridgeSettings) -> None:
             raise ConfigError(_proxy_variable(pattern), _proxy_problem(ImportError()))
     if settings.ca_bundle is not None:
         try:
-            ssl.create_default_context(cafile=str(settings.ca_bundle))
+            _ca_bundle_context(str(settings.ca_bundle))
         except (ssl.SSLError, OSError, ValueError):
             raise ConfigError("ca_bundle", "is not a readable PEM file of CA certificates") from None
 
@@ -133,10 +137,16 @@ def _proxy_problem(exc: Exception) -> str:
 
 def tls_context(settings: BridgeSettings, endpoint: Endpoint) -> ssl.SSLContext | bool:
     if settings.ca_bundle is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+        return _ca_bundle_context(str(settings.ca_bundle))
     if endpoint.url.startswith("http://"):
         # Plain HTTP never uses TLS (redirects are not followed), so skip loading the system CA store
         # (~100 ms at start-up): this context verifies and trusts nothing yet, it fails closed. OAuth,
         # whose authorization server may be HTTPS, loads the store into it when it starts.
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return True
+
+
+@functools.lru_cache(maxsize=2)
+def _ca_bundle_context(path: str) -> ssl.SSLContext:
+    """The TLS context trusting `path`'s CAs; built once (loading a large bundle costs tens of milliseconds)."""
+    return ssl.create_default_context(cafile=path)

@@ -87,3 +87,18 @@ async def test_a_secret_written_with_json_escapes_in_a_remote_error_is_redacted(
         assert "***" in json.dumps(error)
         await still_serving(d)
         assert await d.finish() == 0
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+async def test_proxy_variables_are_honoured_for_a_remote_endpoint(tmp_path, variable):
+    # The "proxy" is the scriptable remote itself: it answers the absolute-form requests a proxy receives,
+    # so a host that does not resolve is reached only if the bridge really goes through the proxy.
+    async with HostileRemote() as proxy:
+        env = env_for("http://mcp.bridge-test.invalid/mcp/srv_test", ALLOY_ALLOW_HTTP="true",
+                      **{variable: f"http://127.0.0.1:{proxy.port}", "NO_PROXY": "", "no_proxy": ""})
+        async with desktop(tmp_path, env) as d:
+            assert "result" in await d.initialize()
+            assert echo_text(await d.call(2, "echo", text="via proxy", timeout=5)) == "via proxy"
+            assert await d.finish() == 0
+    targets = {request.target for request in proxy.received("POST")}
+    assert targets == {"http://mcp.bridge-test.invalid/mcp/srv_test"}, targets
