@@ -44,6 +44,7 @@ class Endpoint:
     secrets: tuple[str, ...] = field(repr=False)
     display_url: str = ""
     warnings: tuple[str, ...] = ()
+    has_url_token: bool = False  # the URL itself carries the credential (`/mcp/{serverId}/{accessToken}`)
 
     def __repr__(self) -> str:
         return f"Endpoint(url={self.display_url!r}, headers=[{', '.join(sorted(self.headers))}])"
@@ -105,7 +106,7 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
 
     display = _display_url(parts, written_token if url_token else None)
     return Endpoint(url=url, headers=headers, secrets=_distinct(secrets), display_url=display,
-                    warnings=tuple(warnings))
+                    warnings=tuple(warnings), has_url_token=bool(url_token))
 
 
 def resolve_management_endpoint(settings: BridgeSettings) -> Endpoint:

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from bridge.auth.choice import OAuthChoice
 from bridge.direct_pool import DirectSender
 from bridge.endpoint import Endpoint
 from bridge.error_bodies import error_detail, forgot_session, jsonrpc_error, read_some
@@ -63,7 +64,6 @@ class RemoteHttp:
         self, client: httpx2.AsyncClient, settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
         *, direct: DirectSender | None = None, stats: SessionStats | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._tls = tls
         self._client = client
         self.stats = stats or SessionStats()
         self._direct = direct  # the endpoint's hot path (see direct_pool.py), when it applies
@@ -82,13 +82,9 @@ class RemoteHttp:
             settings.connect_timeout, read=settings.stream_idle_timeout, pool=settings.connect_timeout
         )
         self.ever_connected = False  # has the remote ever answered? (see retry.FIRST_CONTACT_WINDOW)
-        self._settings = settings
-        self.oauth: Any = None  # the OAuth flow, once the remote asked for it (or ALLOY_OAUTH=on)
-        self._oauth_eligible = settings.oauth != "off" and not (
-            settings.api_key or settings.user_token or settings.user_token_file or settings.user_token_command
-            or settings.access_token or _has_url_token(endpoint) or "authorization" in endpoint.headers)
-        if settings.oauth == "on" or (self._oauth_eligible and _signed_in_before(settings, endpoint.url)):
-            self.enable_oauth()  # tokens are stored: use them from the first request, no 401 round trip
+        self.auth = OAuthChoice(settings, endpoint, secrets, tls)
+        if self.auth.wanted_at_start:
+            self.enable_oauth()  # ALLOY_OAUTH=on, or tokens are stored: no 401 round trip
 
     @contextlib.asynccontextmanager
     async def open(
@@ -158,11 +154,7 @@ class RemoteHttp:
                 self.stats.retries += 1
                 await anyio.sleep(delay)
                 continue
-            except httpx2.TimeoutException as exc:
-                raise self.lost(exc, rpc_method) from None
-            except (httpx2.TransportError, httpx2.DecodingError) as exc:
-                raise self.lost(exc, rpc_method) from None
-            except httpx2.HTTPError as exc:  # anything else httpx2 raises, e.g. a header it cannot decode
+            except httpx2.HTTPError as exc:  # timeouts, dropped connections, a header it cannot decode, ...
                 raise self.lost(exc, rpc_method) from None
             self.ever_connected = True
 
@@ -179,12 +171,12 @@ class RemoteHttp:
             challenge = response.headers.get("www-authenticate", "") if status == 401 else ""
             raw = await read_some(response)
             await response.aclose()
-            if status == 401 and self.oauth is None and self._oauth_eligible and await self._asks_for_oauth(challenge):
-                logger.info("the remote asks for OAuth sign-in (HTTP 401 with a Bearer challenge)")
+            if status == 401 and await self.auth.asked_for(self._client, challenge):
+                logger.info("the remote asks for OAuth sign-in (HTTP 401)")
                 self.enable_oauth()
                 direct = None
                 continue  # refused without running: sent again, signing in first
-            if status == 401 and self.oauth is not None:
+            if status == 401 and self.auth.flow is not None:
                 from bridge.auth.oauth import sign_in_failed
 
                 raise sign_in_failed("the remote still refuses the access token (HTTP 401). Run "
@@ -208,44 +200,8 @@ class RemoteHttp:
 
     def enable_oauth(self) -> None:
         """Sign in with OAuth from now on (the SDK and the flow are imported only now)."""
-        if self.oauth is not None:
-            return
-        from bridge.auth.oauth import build_provider
-
-        if self._tls is not None and self.url.startswith("http://") and self._settings.ca_bundle is None:
-            self._tls.load_default_certs()  # the authorization server may well be HTTPS
-        self.oauth = build_provider(self._settings, self.url, self.secrets)
-        self._client.auth = self.oauth
+        self._client.auth = self.auth.start()
         self._direct = None  # the hot path carries no auth flow
-
-    async def _asks_for_oauth(self, challenge: str) -> bool:
-        """A Bearer challenge, or protected-resource metadata (RFC 9728) published for the endpoint."""
-        if challenge.strip().lower().startswith("bearer"):
-            return True
-        url = httpx2.URL(self.url)
-        with anyio.move_on_after(5):  # the whole probe, however slowly a remote answers
-            for path in (f"/.well-known/oauth-protected-resource{url.path.rstrip('/')}",
-                         "/.well-known/oauth-protected-resource"):
-                with contextlib.suppress(httpx2.HTTPError, ValueError):
-                    async with self._client.stream("GET", url.copy_with(path=path, query=None),
-                                                   timeout=5.0) as response:
-                        if response.status_code != 200:
-                            continue
-                        body = b""
-                        async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) > 65536:
-                                break
-                        if b"authorization_servers" in body:
-                            return True
-        return False
-
-    def oauth_status(self) -> dict[str, Any] | None:
-        """Whether OAuth is in use, and when the stored access token expires (for `check`)."""
-        if self.oauth is None:
-            return None
-        expires_at = self.oauth.store.expires_at()
-        return {"inUse": True, "accessTokenExpiresAt": expires_at, "tokenFile": str(self.oauth.store.path)}
 
     async def end_session(self, headers: dict[str, str]) -> None:
         """DELETE the session named in `headers`; best effort, bounded to one second."""
@@ -284,13 +240,12 @@ class RemoteHttp:
             "If the server uses a private or self-signed CA, set ALLOY_CA_BUNDLE to its PEM file.",
         )
 
-    def lost(self, exc: BaseException, rpc_method: str | None, *, timed_out: bool | None = None) -> BridgeError:
+    def lost(self, exc: BaseException, rpc_method: str | None) -> BridgeError:
         """The error for a request whose response failed after the remote accepted it.
 
         A timeout is final; a dropped connection is a `ConnectionDropped` that `retry.py` may resend.
         """
-        if timed_out is None:
-            timed_out = isinstance(exc, httpx2.TimeoutException)
+        timed_out = isinstance(exc, (httpx2.TimeoutException, TimeoutError))
         what = "did not answer in time" if timed_out else f"dropped the connection ({_describe(exc)})"
         kind = BridgeError if timed_out else ConnectionDropped
         if not is_idempotent(rpc_method):
@@ -307,19 +262,6 @@ class RemoteHttp:
             BridgeErrorCode.MESSAGE_TOO_LARGE,
             f"A message from the remote exceeded ALLOY_MAX_MESSAGE_BYTES ({self.max_message_bytes} bytes).",
         )
-
-
-def _signed_in_before(settings: BridgeSettings, url: str) -> bool:
-    from bridge.auth.paths import has_tokens, oauth_directory
-
-    try:
-        return has_tokens(oauth_directory(settings.oauth_dir), url)
-    except (OSError, ValueError):
-        return False
-
-
-def _has_url_token(endpoint: Endpoint) -> bool:
-    return "***" in endpoint.display_url
 
 
 def _debugging() -> bool:

@@ -152,8 +152,7 @@ class ServerManagement:
                 try:
                     raw = await _read(response)
                 except (httpx2.HTTPError, TimeoutError) as exc:
-                    raise _explain(self.http.lost(exc, name, timed_out=isinstance(exc, (
-                        httpx2.TimeoutException, TimeoutError))), name) from None
+                    raise _explain(self.http.lost(exc, name), name) from None
         except BridgeError as error:
             raise _explain(error, name) from None
         except RemoteFailure as failure:

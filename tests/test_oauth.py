@@ -209,3 +209,12 @@ async def test_oauth_is_refused_together_with_an_api_key(oauth_remote, tmp_path)
     assert result.returncode == 2 and "ALLOY_OAUTH" in result.stderr
 
 
+
+
+async def test_a_url_with_a_query_string_still_signs_in_with_oauth(oauth_remote, tmp_path):
+    env = oauth_env(oauth_remote, tmp_path)
+    env["ALLOY_MCP_URL"] = oauth_remote.url + "?team=alpha"
+    async with open_bridge(tmp_path, env) as (client, run):
+        assert text_of(await client.call_tool("echo", {"text": "with a query"})) == "with a query"
+    assert browser_openings(tmp_path) == 1
+    no_token_in(oauth_remote, run.stderr)

@@ -102,3 +102,16 @@ async def test_proxy_variables_are_honoured_for_a_remote_endpoint(tmp_path, vari
             assert await d.finish() == 0
     targets = {request.target for request in proxy.received("POST")}
     assert targets == {"http://mcp.bridge-test.invalid/mcp/srv_test"}, targets
+
+
+async def test_a_remote_that_answers_401_without_asking_for_oauth_is_probed_once_not_on_every_call(tmp_path):
+    async with HostileRemote() as remote, \
+            desktop(tmp_path, env_for(remote.url, ALLOY_API_KEY=None, ALLOY_USER_ID=None,
+                                      ALLOY_OAUTH_DIR=str(tmp_path / "tokens"))) as d:
+        await d.initialize()
+        remote.on("POST", "tools/call", Reply(401, [("Content-Type", "text/plain")], b"no"))
+        for request_id in range(3):
+            assert_error(await d.call(request_id, "echo", text="x", timeout=8))
+        probes = [r for r in remote.requests if r.target.startswith("/.well-known/oauth-protected-resource")]
+        assert 1 <= len(probes) <= 2, [r.target for r in probes]  # the path-aware and the root document, once
+        assert await d.finish() == 0

@@ -161,7 +161,7 @@ async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretLi
                 report.failure = {"code": error.code, "cause": secrets.redact(error.message),
                                   "fix": secrets.redact(error.hint or "")}
             finally:
-                report.oauth = http.oauth_status()
+                report.oauth = http.auth.status()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await upstream.aclose()
                 tg.cancel_scope.cancel()

@@ -15,6 +15,7 @@ import time
 import anyio
 
 from bridge import __version__
+from bridge.auth.choice import has_own_credentials
 from bridge.endpoint import Endpoint
 from bridge.errors import RemoteFailure
 from bridge.http import SESSION_HEADER, remote_http
@@ -33,9 +34,10 @@ def _configured(args: argparse.Namespace) -> tuple[BridgeSettings, Endpoint, Sec
     if settings.oauth == "off":
         print("alloy-mcp-bridge: error: ALLOY_OAUTH is off", file=sys.stderr)
         return None
-    if settings.api_key or settings.user_token or settings.user_token_file or "***" in endpoint.display_url:
-        print("alloy-mcp-bridge: error: this configuration already has credentials (an API key, a user token or a "
-              "token URL); login is for remotes that sign in with OAuth", file=sys.stderr)
+    if has_own_credentials(settings, endpoint):
+        print("alloy-mcp-bridge: error: this configuration already has credentials (an API key, a user token, a "
+              "token URL or an Authorization header); login is for remotes that sign in with OAuth",
+              file=sys.stderr)
         return None
     secrets = SecretList(endpoint.secrets)
     configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file, secrets)
@@ -72,7 +74,7 @@ async def _sign_in(settings: BridgeSettings, endpoint: Endpoint, secrets: Secret
                     pass
         if session:
             await http.end_session({**headers, SESSION_HEADER: session})
-        status = http.oauth_status() or {}
+        status = http.auth.status() or {}
         return status.get("accessTokenExpiresAt"), str(status.get("tokenFile"))
 
 

@@ -240,7 +240,7 @@ class LegacySseUpstream(TaskHost):
                 if outcome == "answered":
                     return
                 if outcome == "timeout":
-                    raise self.http.lost(TimeoutError(), pending.method, timed_out=True)
+                    raise self.http.lost(TimeoutError(), pending.method)
                 if not is_idempotent(pending.method) or resent or not self.sink.is_open(pending):
                     raise BridgeError(
                         BridgeErrorCode.OUTCOME_UNKNOWN,

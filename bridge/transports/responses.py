@@ -169,8 +169,7 @@ class ResponseReader:
         if outcome.error is not None:
             if isinstance(outcome.error, EventTooLarge):
                 raise self.http.too_large()
-            raise self.http.lost(outcome.error, pending.method,
-                                 timed_out=isinstance(outcome.error, (httpx2.TimeoutException, TimeoutError)))
+            raise self.http.lost(outcome.error, pending.method)
         if outcome.garbage:
             raise bad_response(f"The remote sent a malformed message and no answer to {pending.method}.")
         raise self.http.lost(httpx2.RemoteProtocolError("stream ended without an answer"), pending.method)
