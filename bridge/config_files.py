@@ -30,6 +30,10 @@ class ConfigFileError(Exception):
     """The file cannot be merged into; the message says why and what to do."""
 
 
+class UnmergeableConfigFile(ConfigFileError):
+    """The file cannot take the entry (comments, invalid JSON or TOML, another shape): it is pasted by hand."""
+
+
 @dataclass(frozen=True)
 class Change:
     """What merging an entry into a file would do."""
@@ -65,15 +69,16 @@ def _merge_json(spec: ClientSpec, path: Path, before: str | None, server: Server
             data = json.loads(before)
         except ValueError:
             if _is_jsonc(before):
-                raise ConfigFileError(
+                raise UnmergeableConfigFile(
                     f"{path} has comments (or trailing commas), which this writer cannot keep; it was left "
                     "untouched. Add the entry printed by `config` by hand, or remove the comments first.") from None
-            raise ConfigFileError(f"{path} is not valid JSON; it was left untouched. Fix it and try again.") from None
+            raise UnmergeableConfigFile(
+                f"{path} is not valid JSON; it was left untouched. Fix it and try again.") from None
         if not isinstance(data, dict):
-            raise ConfigFileError(f"{path} is not a JSON object; it was left untouched.")
+            raise UnmergeableConfigFile(f"{path} is not a JSON object; it was left untouched.")
     servers = data.setdefault(spec.key, {})
     if not isinstance(servers, dict):
-        raise ConfigFileError(f"{path}: {spec.key!r} is not an object; it was left untouched.")
+        raise UnmergeableConfigFile(f"{path}: {spec.key!r} is not an object; it was left untouched.")
     entry = spec.entry(server)
     existing = servers.get(server.name)
     replaced = existing is not None and existing != entry
@@ -99,13 +104,13 @@ def _merge_toml(spec: ClientSpec, path: Path, before: str | None, server: Server
     try:
         document = tomlkit.parse(before or "")
     except TOMLKitError:
-        raise ConfigFileError(f"{path} is not valid TOML; it was left untouched. Fix it and try again.") from None
+        raise UnmergeableConfigFile(f"{path} is not valid TOML; it was left untouched. Fix it and try again.") from None
     servers = document.get(spec.key)
     if servers is None:
         servers = tomlkit.table(is_super_table=True)
         document[spec.key] = servers
     elif not isinstance(servers, dict):
-        raise ConfigFileError(f"{path}: {spec.key!r} is not a table; it was left untouched.")
+        raise UnmergeableConfigFile(f"{path}: {spec.key!r} is not a table; it was left untouched.")
     entry = spec.entry(server)
     existing = servers.get(server.name)
     plain: Any = existing.unwrap() if existing is not None and hasattr(existing, "unwrap") else existing
@@ -123,6 +128,17 @@ def _merge_toml(spec: ClientSpec, path: Path, before: str | None, server: Server
     table["env"] = env
     servers[server.name] = table
     return tomlkit.dumps(document), replaced
+
+
+def previous_entry(spec: ClientSpec, change: Change, name: str) -> dict[str, Any] | None:
+    """The entry named `name` that `change` replaces (None: it adds one)."""
+    if not change.replaced or change.before is None or spec.format != "json":
+        return None
+    try:
+        entry = json.loads(change.before)[spec.key][name]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def _mask_value(match: re.Match[str]) -> str:
@@ -220,7 +236,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 # An env var that holds a secret, as JSON (`"NAME": "value"`) or TOML (`NAME = "value"`) writes it.
 _SECRET_LINE = re.compile(r'(?P<head>"?(?P<name>[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|'
-                          r'HEADERS|_URL)[A-Za-z0-9_]*)"?\s*[:=]\s*")(?P<value>(?:[^"\\]|\\.)*)"', re.IGNORECASE)
+                          r'HEADERS|URL|PROXY)[A-Za-z0-9_]*)"?\s*[:=]\s*")(?P<value>(?:[^"\\]|\\.)*)"', re.IGNORECASE)
+# A bare string shaped like a token (an `args` item such as a personal access token): long, no spaces,
+# letters and digits; paths, flags and URLs are not token-shaped.
+_TOKEN_STRING = re.compile(r'"(?![^"]*==[0-9])(?=[A-Za-z0-9_.~+=-]*[0-9])(?=[A-Za-z0-9_.~+=-]*[A-Za-z])'
+                           r'[A-Za-z0-9_][A-Za-z0-9_.~+/=-]{19,}"')
 
 
 def unified_diff(change: Change, server: ServerEntry) -> str:
@@ -234,7 +254,8 @@ def unified_diff(change: Change, server: ServerEntry) -> str:
             value = server.env.get(name)
             if value and value != placeholder(name):
                 text = text.replace(value, "***").replace(json.dumps(value)[1:-1], "***")
-        return [_SECRET_LINE.sub(_mask_value, line) for line in text.splitlines(keepends=True)]
+        lines = text.splitlines(keepends=True)
+        return [_TOKEN_STRING.sub('"***"', _SECRET_LINE.sub(_mask_value, line)) for line in lines]
 
     lines = difflib.unified_diff(masked(change.before), masked(change.after),
                                  fromfile=str(change.path) if change.before is not None else "/dev/null",

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 
 import pytest
 
 from tests.helpers import API_KEY, bridge_env, running_remote
+from tests.test_client_config import alloy_env, run_cli
 from tests.hostile_remote import HostileRemote, Received, Reply, sse_event
 from tests.test_hostile import _init_params, assert_error, desktop, echo_text, env_for, still_serving
 
@@ -115,3 +118,73 @@ async def test_a_remote_that_answers_401_without_asking_for_oauth_is_probed_once
         probes = [r for r in remote.requests if r.target.startswith("/.well-known/oauth-protected-resource")]
         assert 1 <= len(probes) <= 2, [r.target for r in probes]  # the path-aware and the root document, once
         assert await d.finish() == 0
+
+
+# --- config: no secret on screen unless asked for ------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [(), ("--dry-run",)])
+def test_an_entry_printed_because_the_file_has_comments_shows_placeholders_not_the_key(remote, tmp_path, flags):
+    path = tmp_path / ".config" / "zed" / "settings.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("// Zed settings\n{\n  \"theme\": \"One Dark\"\n}\n")
+    result = run_cli("config", "zed", "--install", *flags, env=alloy_env(remote), home=tmp_path)
+    assert result.returncode == 1 and "comments" in result.stderr
+    entry = json.loads(result.stdout)["context_servers"]["alloy"]
+    assert entry["env"]["ALLOY_API_KEY"] == "<ALLOY_API_KEY>"
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_an_invalid_file_is_refused_and_the_entry_to_paste_is_printed(remote, tmp_path):
+    path = tmp_path / ".cursor" / "mcp.json"
+    path.parent.mkdir()
+    path.write_text("{ not json")
+    result = run_cli("config", "cursor", "--install", env=alloy_env(remote), home=tmp_path)
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    assert json.loads(result.stdout)["mcpServers"]["alloy"]["command"]
+    assert path.read_text() == "{ not json"
+
+
+def test_a_dry_run_masks_token_urls_and_token_shaped_arguments_of_other_entries(remote, tmp_path):
+    path = tmp_path / ".cursor" / "mcp.json"
+    path.parent.mkdir()
+    others = {"zapier": {"url": "https://mcp.example.com/api/mcp/s/ZAPSECRET0123456789abcdef/mcp"},
+              "github": {"command": "gh-mcp", "args": ["--pat", "ghp_ARGSECRET0123456789abcdef"]}}
+    path.write_text(json.dumps({"mcpServers": others}))  # one line: the re-indent puts all of it in the diff
+    result = run_cli("config", "cursor", "--install", "--dry-run", env=alloy_env(remote), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ZAPSECRET" not in result.stdout and "ghp_ARGSECRET" not in result.stdout
+    assert '"--pat"' in result.stdout and '"gh-mcp"' in result.stdout  # only the secrets are masked
+
+
+@pytest.mark.parametrize("install", [False, True])
+def test_a_proxy_password_copied_into_the_entry_is_a_placeholder(remote, tmp_path, install):
+    proxy = "http://alice:PROXYSECRET99@proxy.example:3128"
+    args = ("--install", "--dry-run") if install else ()
+    result = run_cli("config", "cursor", *args, env={**alloy_env(remote), "HTTPS_PROXY": proxy}, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "PROXYSECRET99" not in result.stdout + result.stderr
+    if not install:
+        assert json.loads(result.stdout)["mcpServers"]["alloy"]["env"]["HTTPS_PROXY"] == "<HTTPS_PROXY>"
+
+
+def test_a_failed_replace_through_the_claude_cli_puts_the_previous_entry_back(remote, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "claude-calls.jsonl"
+    fake = bin_dir / "claude"  # fails the first add-json (the new entry), accepts the second (the old one)
+    fake.write_text(f"#!{sys.executable}\nimport json, pathlib, sys\n"
+                    f"log = pathlib.Path({str(log)!r})\n"
+                    "calls = log.read_text().splitlines() if log.exists() else []\n"
+                    "log.write_text('\\n'.join([*calls, json.dumps({'argv': sys.argv[1:], 'stdin': sys.stdin.read()})]))\n"
+                    "adds = [c for c in calls if '\"add-json\"' in c]\n"
+                    "sys.exit(1 if sys.argv[2] == 'add-json' and not adds else 0)\n")
+    fake.chmod(0o755)
+    previous = {"type": "stdio", "command": "old-bridge", "args": [], "env": {}}
+    (tmp_path / ".claude.json").write_text(json.dumps({"mcpServers": {"alloy": previous}}))
+    env = {**alloy_env(remote), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = run_cli("config", "claude-code", "--install", "--force", env=env, home=tmp_path)
+    assert result.returncode == 1 and "previous entry was put back" in result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c["argv"][1] for c in calls] == ["remove", "add-json", "add-json"]
+    assert json.loads(calls[-1]["stdin"]) == previous

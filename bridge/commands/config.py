@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -33,7 +34,7 @@ from bridge.client_configs import (
     placeholder,
     toml_key,
 )
-from bridge.config_files import ConfigFileError, apply, plan, unified_diff
+from bridge.config_files import ConfigFileError, UnmergeableConfigFile, apply, plan, previous_entry, unified_diff
 from bridge.endpoint import Endpoint
 from bridge.installation import LaunchCommand, launch_command
 from bridge.settings import BridgeSettings, describe, env_name, overrides_from
@@ -71,11 +72,13 @@ def settings_env(settings: BridgeSettings, endpoint: Endpoint) -> tuple[dict[str
 _NETWORK_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
-def _network_environment() -> dict[str, str]:
+def _network_environment() -> tuple[dict[str, str], set[str]]:
+    """The network variables to copy, and which of them are secret (a proxy URL with a password)."""
     found = {name: os.environ[name] for name in _NETWORK_VARIABLES if os.environ.get(name)}
     if found:
         _note(f"copied {', '.join(found)} from this environment: desktop clients do not pass them on")
-    return found
+    secret = {name for name, value in found.items() if name.endswith("_PROXY") and "@" in urlsplit(value).netloc}
+    return found, secret
 
 
 def _absolute_command(command: str) -> bool:
@@ -142,7 +145,9 @@ def main(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> int:
         print(f"alloy-mcp-bridge: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     env, secrets = settings_env(settings, endpoint)
-    env.update(_network_environment())
+    network, network_secrets = _network_environment()
+    env.update(network)
+    secrets |= network_secrets
     for name in ("api_key_command", "user_token_command"):
         command = getattr(settings, name)
         if command and not _absolute_command(command):
@@ -154,6 +159,8 @@ def main(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> int:
     stand_ins = {"ALLOY_MCP_URL": endpoint.display_url.replace("***", "<ACCESS_TOKEN>")} \
         if "***" in endpoint.display_url else {}
     server = server_entry(args.name, launch, env, secrets, include_secrets=include, stand_ins=stand_ins)
+    pasteable = server_entry(args.name, launch, env, secrets, include_secrets=args.include_secrets,
+                             stand_ins=stand_ins)  # what is printed when the file cannot take the entry
     for text in launch.notes:
         _note(text)
     if not args.install:
@@ -163,22 +170,27 @@ def main(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> int:
                   "with --include-secrets")
         _note(f"{spec.title} reads {_default_path(spec)}; `--install` merges the entry there")
         return 0
-    return _install(spec, server, args)
+    return _install(spec, server, pasteable, args)
 
 
 def _default_path(spec: ClientSpec) -> Path:
     return spec.config_path(sys.platform if sys.platform in ("darwin", "win32") else "linux", os.environ, Path.home())
 
 
-def _install(spec: ClientSpec, server: ServerEntry, args: argparse.Namespace) -> int:
+def _install(spec: ClientSpec, server: ServerEntry, pasteable: ServerEntry, args: argparse.Namespace) -> int:
+    """Merge `server` into the client's file; when the file cannot take it, print `pasteable` instead."""
     path = Path(args.config_path).expanduser() if args.config_path else _default_path(spec)
     try:
         change = plan(spec, path, server, force=args.force or args.dry_run)
+    except UnmergeableConfigFile as exc:
+        print(f"alloy-mcp-bridge: {exc}", file=sys.stderr)
+        print(render(spec, pasteable))
+        _note(f"the entry to paste by hand under {spec.key!r} is printed above"
+              + (" (secrets as placeholders; --include-secrets without --install prints them)"
+                 if pasteable.hidden else ""))
+        return EXIT_FAILED
     except ConfigFileError as exc:
         print(f"alloy-mcp-bridge: {exc}", file=sys.stderr)
-        if "comments" in str(exc):
-            print(render(spec, server))
-            _note(f"the entry to paste by hand under {spec.key!r} is printed above")
         return EXIT_FAILED
     via_cli = spec.name == "claude-code" and not args.config_path and shutil.which("claude") is not None
     if args.dry_run:
@@ -193,7 +205,7 @@ def _install(spec: ClientSpec, server: ServerEntry, args: argparse.Namespace) ->
         _note(f"{path} already has this entry; nothing to do")
         return 0
     if via_cli:
-        return _install_with_claude(server, spec, replace=change.replaced)
+        return _install_with_claude(server, spec, previous=previous_entry(spec, change, server.name))
     try:
         backup = apply(change)
     except OSError as exc:
@@ -214,19 +226,27 @@ def _placeholders_note(spec: ClientSpec, server: ServerEntry, path: Path) -> Non
               "(--no-secrets); the bridge refuses to start until they are replaced")
 
 
-def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, replace: bool) -> int:
-    """`claude mcp add-json -s user NAME -`: the JSON on stdin, so no secret is on a command line."""
+def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, previous: dict[str, Any] | None) -> int:
+    """`claude mcp add-json -s user NAME -`: the JSON on stdin, so no secret is on a command line.
+
+    Replacing is remove-then-add; if the add fails, the `previous` entry is added back.
+    """
     claude = shutil.which("claude")
     assert claude is not None
+
+    def add(entry: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([claude, "mcp", "add-json", "-s", "user", server.name, "-"], input=json.dumps(entry),
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    replace = previous is not None
     if replace:
         subprocess.run([claude, "mcp", "remove", server.name, "-s", "user"], capture_output=True, text=True,
                        timeout=60, check=False)
-    result = subprocess.run([claude, "mcp", "add-json", "-s", "user", server.name, "-"],
-                            input=json.dumps(spec.entry(server)), capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = add(spec.entry(server))
     if result.returncode != 0:
         first = (result.stderr or result.stdout).strip().splitlines()[:1]
-        print(f"alloy-mcp-bridge: `claude mcp add-json` failed: {first[0] if first else result.returncode}",
+        kept = " (the previous entry was put back)" if previous is not None and add(previous).returncode == 0 else ""
+        print(f"alloy-mcp-bridge: `claude mcp add-json` failed: {first[0] if first else result.returncode}{kept}",
               file=sys.stderr)
         return EXIT_FAILED
     print(f"{'Replaced' if replace else 'Added'} {server.name!r} in Claude Code's user config (through the claude "
