@@ -188,3 +188,12 @@ def test_a_failed_replace_through_the_claude_cli_puts_the_previous_entry_back(re
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [c["argv"][1] for c in calls] == ["remove", "add-json", "add-json"]
     assert json.loads(calls[-1]["stdin"]) == previous
+
+
+@pytest.mark.parametrize("action", [("list",), ("connect", "srv_1", "cursor")])
+def test_servers_with_an_unwritable_log_file_is_one_line_naming_the_setting(tmp_path, action):
+    env = {"ALLOY_API_KEY": API_KEY, "ALLOY_BASE_URL": "http://127.0.0.1:9", "ALLOY_LOG_FILE": "/proc/nope/x.log"}
+    result = run_cli("servers", *action, env=env, home=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "ALLOY_LOG_FILE" in result.stderr
+    assert "Traceback" not in result.stderr and API_KEY not in result.stderr

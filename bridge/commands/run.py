@@ -41,14 +41,15 @@ EXIT_CONFIG = 2
 
 
 def load_configuration(overrides: dict[str, Any], env_file: str | None, drop: tuple[str, ...] = (),
-                       *, resolve: bool = True,
-                       on_error: Callable[[str], None] | None = None) -> tuple[BridgeSettings, Endpoint]:
+                       *, resolve: bool = True, on_error: Callable[[str], None] | None = None,
+                       endpoint_of: Callable[[BridgeSettings], Endpoint] = resolve_endpoint,
+                       ) -> tuple[BridgeSettings, Endpoint]:
     """Settings and endpoint, or a one-line error on stderr and exit code 2 (before any network use).
 
     The settings come back with secrets from files and commands resolved into their fields, unless not
     `resolve` (`config` writes the settings as given, and runs no secret command). `drop` unsets settings
     whatever their source (`servers connect` replaces the endpoint). `on_error` also hears the error line
-    (`check --json` puts it in its document).
+    (`check --json` puts it in its document). `endpoint_of` builds the endpoint (`servers`: the management API).
     """
     line = ""
     try:
@@ -56,7 +57,7 @@ def load_configuration(overrides: dict[str, Any], env_file: str | None, drop: tu
         if drop:
             given = given.model_copy(update=dict.fromkeys(drop))
         settings = resolve_secrets(given, run_commands=resolve)
-        endpoint = resolve_endpoint(settings)
+        endpoint = endpoint_of(settings)
         if not resolve:
             settings = given
         check_network_settings(settings)

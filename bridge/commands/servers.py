@@ -19,7 +19,6 @@ import anyio
 
 from bridge.endpoint import resolve_management_endpoint
 from bridge.http import remote_http
-from bridge.http_client import check_network_settings
 from bridge.logs import SecretList, configure_logging
 from bridge.management import (
     CATEGORIES,
@@ -30,7 +29,7 @@ from bridge.management import (
     restrictions_from,
     without_secrets,
 )
-from bridge.settings import BridgeSettings, ConfigError, load_settings, overrides_from, resolve_secrets
+from bridge.settings import BridgeSettings, ConfigError, overrides_from
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -119,12 +118,13 @@ def _restriction_flags(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """`alloy-mcp-bridge servers ACTION …`."""
+    from bridge.commands.run import load_configuration
+
     if args.action == "connect":
         return _connect(args)
+    settings, endpoint = load_configuration(overrides_from(args), args.env_file or None,
+                                            endpoint_of=resolve_management_endpoint)
     try:
-        settings = resolve_secrets(load_settings(overrides_from(args), env_file=args.env_file or None))
-        endpoint = resolve_management_endpoint(settings)
-        check_network_settings(settings)
         change = _restriction_change(args) if args.action in ("create", "update") else RestrictionChange()
     except ConfigError as exc:
         print(f"alloy-mcp-bridge: configuration error: {exc}", file=sys.stderr)
@@ -294,14 +294,10 @@ def _connect(args: argparse.Namespace) -> int:
     The server is looked up first: an entry for a server that does not exist (or is not yours) is never written.
     """
     from bridge.commands import config
+    from bridge.commands.run import load_configuration
 
-    try:
-        settings = resolve_secrets(load_settings(overrides_from(args), env_file=args.env_file or None))
-        endpoint = resolve_management_endpoint(settings)
-        check_network_settings(settings)
-    except ConfigError as exc:
-        print(f"alloy-mcp-bridge: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    settings, endpoint = load_configuration(overrides_from(args), args.env_file or None,
+                                            endpoint_of=resolve_management_endpoint)
     secrets = SecretList(endpoint.secrets)
     configure_logging("warning" if settings.log_level == "info" else settings.log_level, settings.log_file, secrets)
     try:
@@ -312,6 +308,4 @@ def _connect(args: argparse.Namespace) -> int:
     if args.name is None:
         args.name = "alloy-" + _slug(str(server.get("name") or args.id))
     args.server_id = args.id
-    args.mcp_url = args.access_token = args.mcp_url_file = args.access_token_file = None
-    args.include_secrets = getattr(args, "include_secrets", False)
     return config.main(args, drop=("mcp_url", "access_token", "mcp_url_file", "access_token_file"))
