@@ -39,7 +39,7 @@ class ToolPolicy:
     allowed: tuple[str, ...] = ()
     blocked: tuple[str, ...] = ()
     read_only: bool = False
-    _read_only_tools: set[str] = field(default_factory=set, repr=False)
+    _read_only_tools: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, allowed: str | None, blocked: str | None, read_only: bool = False) -> ToolPolicy:
@@ -65,17 +65,19 @@ class ToolPolicy:
                 return "read_only"
         return None
 
-    def permits(self, name: str) -> bool:
-        return self.refusal(name) is None
-
-    def explain(self, name: str) -> str:
-        """Why a call is refused, for the desktop."""
+    def refused_call(self, name: Any) -> str | None:
+        """Why a `tools/call` of `name` is refused, for the desktop; None when it may go to the remote."""
+        if not isinstance(name, str):
+            return "A tools/call must name its tool with a string (params.name); the bridge's tool policy " \
+                   "cannot judge it."
         rule = self.refusal(name)
+        if rule is None:
+            return None
         reason = {
             "allowed": "it is not in ALLOY_ALLOWED_TOOLS",
             "blocked": "it matches ALLOY_BLOCKED_TOOLS",
             "read_only": "ALLOY_READ_ONLY is on and no tools/list has shown it as read-only (readOnlyHint)",
-        }.get(rule or "", "")
+        }[rule]
         return f"Tool {name!r} is blocked by the bridge's tool policy: {reason}."
 
     def filter_tools_result(self, result: Any) -> Any:

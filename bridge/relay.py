@@ -192,9 +192,10 @@ class Relay(Sink):
             return
         if message.method == "tools/call" and self.policy.active:
             name = message.params.get("name")
-            if not isinstance(name, str) or not self.policy.permits(name):
-                error = BridgeError(BridgeErrorCode.TOOL_BLOCKED, self.policy.explain(str(name)))
-                logger.info("refused tools/call %r (id %r) locally: %s", name, message.id, error.message)
+            refused = self.policy.refused_call(name)
+            if refused is not None:
+                error = BridgeError(BridgeErrorCode.TOOL_BLOCKED, refused)
+                logger.info("refused tools/call %r (id %r) locally: %s", name, message.id, refused)
                 await self._write_error(message.id, error.error_object())
                 return
         pending = Pending(message)

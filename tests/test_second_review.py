@@ -197,3 +197,13 @@ def test_servers_with_an_unwritable_log_file_is_one_line_naming_the_setting(tmp_
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "ALLOY_LOG_FILE" in result.stderr
     assert "Traceback" not in result.stderr and API_KEY not in result.stderr
+
+
+async def test_a_tools_call_without_a_string_name_is_refused_with_a_reason_by_the_tool_policy(tmp_path):
+    async with HostileRemote() as remote, \
+            desktop(tmp_path, env_for(remote.url, ALLOY_BLOCKED_TOOLS="delete_*")) as d:
+        await d.initialize()
+        error = assert_error(await d.request(6, "tools/call", {"name": 5, "arguments": {}}), -32060)
+        assert "params.name" in error["message"] and not error["message"].endswith(": .")
+        assert not remote.received("POST", "tools/call"), "the call reached the remote"
+        assert await d.finish() == 0

@@ -121,9 +121,9 @@ async def _paged(collector: _Collector, upstream: Upstream, method: str, key: st
     return items
 
 
-async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList, report: Report) -> None:
+async def _check(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList, report: Report,
+                 policy: ToolPolicy) -> None:
     collector = _Collector()
-    policy = ToolPolicy.from_settings(settings.allowed_tools, settings.blocked_tools, settings.read_only)
     async with remote_http(settings, endpoint, secrets) as http:
         upstream = make_upstream(settings.transport, http, collector)
         async with anyio.create_task_group() as tg:
@@ -224,7 +224,7 @@ def check(overrides: dict[str, Any], env_file: str | None = ".env", *, as_json: 
                     tool_policy={"allowed": list(policy.allowed), "blocked": list(policy.blocked),
                                  "readOnly": policy.read_only},
                     warnings=list(endpoint.warnings))
-    anyio.run(_check, settings, endpoint, secrets, report)
+    anyio.run(_check, settings, endpoint, secrets, report, policy)
     if as_json:
         print(secrets.redact(json.dumps(report.as_json(), ensure_ascii=False)), flush=True)
     else:
