@@ -26,7 +26,7 @@ from bridge.errors import BridgeError, BridgeErrorCode, RemoteFailure, RemoteRpc
 from bridge.http import RemoteHttp
 from bridge.inflight import Pending
 from bridge.messages import Kind, Message, RequestId, build_notification, valid_id
-from bridge.retry import Backoff, is_idempotent
+from bridge.retry import SESSION_RESENDS, Backoff
 from bridge.transports.base import Sink, TaskHost
 from bridge.transports.event_stream import EventTooLarge, iter_events
 from bridge.transports.replies import Replies, result_of
@@ -80,7 +80,6 @@ class LegacySseUpstream(TaskHost):
         self._connect_lock = anyio.Lock()
         self._recover_lock = anyio.Lock()
         self._recovered_stream: _Stream | None = None
-        self._recovering = False
         self._own = Replies("sse")
         self._waiting: dict[RequestId, _Waiter] = {}
         self._progress: dict[Any, _Waiter] = {}
@@ -214,8 +213,7 @@ class LegacySseUpstream(TaskHost):
     async def _request(self, pending: Pending, ticket: int, hold: int | None) -> None:
         try:
             await self.gate.wait(ticket)
-            resent = False
-            forgotten = 0
+            drops = self.http.policy.start()
             while True:
                 stream = await self._session()
                 waiter = self._waiting[pending.id] = _Waiter(pending, stream,
@@ -225,11 +223,11 @@ class LegacySseUpstream(TaskHost):
                     self._progress[token] = waiter
                 try:
                     if not await self._post(stream, pending.message):
-                        forgotten += 1  # the remote forgot the stream's session: it did not run
-                        if forgotten >= 2:
+                        pending.resent += 1  # the remote forgot the stream's session: it did not run
+                        if pending.resent >= SESSION_RESENDS:
                             raise BridgeError(BridgeErrorCode.SESSION_LOST,
-                                              f"The remote refused {pending.method} twice for an unknown session "
-                                              "(HTTP 404); it did not run.", http_status=404)
+                                              f"The remote keeps refusing {pending.method} for an unknown session "
+                                              "(HTTP 404), even a new one; it did not run.", http_status=404)
                         continue
                     outcome = await self._await_answer(waiter)
                 finally:
@@ -241,14 +239,13 @@ class LegacySseUpstream(TaskHost):
                     return
                 if outcome == "timeout":
                     raise self.http.lost(TimeoutError(), pending.method)
-                if not is_idempotent(pending.method) or resent or not self.sink.is_open(pending):
-                    raise BridgeError(
-                        BridgeErrorCode.OUTCOME_UNKNOWN,
-                        f"The remote's event stream dropped before the answer to {pending.method}; it may or may "
-                        "not have run, so it was not retried. Check its effect before trying again.",
-                    )
-                logger.info("resending %s after the event stream dropped", pending.method)
-                resent = True
+                delay = self.http.policy.delay_after_drop(drops, pending.method)
+                if delay is None or not self.sink.is_open(pending):
+                    raise self.http.lost(_STREAM_DROPPED, pending.method)
+                logger.info("resending %s in %.1fs after the event stream dropped (safe to repeat)",
+                            pending.method, delay)
+                self.http.stats.retries += 1
+                await anyio.sleep(delay)
         finally:
             self.state.forget(pending)
             if hold is not None:
@@ -279,15 +276,15 @@ class LegacySseUpstream(TaskHost):
     async def _session(self) -> _Stream:
         """A usable stream with the session restored; waits (bounded) for a recovery in progress."""
         stream = self._stream
-        if stream is not None and stream.usable and not self._recovering:
+        recovering = self._recover_lock.locked()
+        if stream is not None and stream.usable and not recovering:
             return stream
         if stream is None or not self.state.initialized:
             return await self._connect()
-        if self._recovering and stream.usable:  # a stream is open but its session is being restored: wait for it
-            with anyio.move_on_after(self.http.read_timeout):
-                return await self._recover(None)
+        # A stream open while its session is being restored: wait for that recovery; else start one.
+        lost = None if recovering and stream.usable else stream
         with anyio.move_on_after(self.http.read_timeout):
-            return await self._recover(stream)
+            return await self._recover(lost)
         raise BridgeError(
             BridgeErrorCode.SESSION_LOST,
             "The remote's event stream dropped and could not be re-opened in time; the bridge keeps trying.",
@@ -320,11 +317,7 @@ class LegacySseUpstream(TaskHost):
             current = self._recovered_stream
             if current is not None and current is not lost and current.usable:
                 return current
-            self._recovering = True
-            try:
-                return await self._recover_now()
-            finally:
-                self._recovering = False
+            return await self._recover_now()
 
     async def _recover_now(self) -> _Stream:
         backoff = Backoff()
@@ -367,6 +360,9 @@ class LegacySseUpstream(TaskHost):
                 raise BridgeError(BridgeErrorCode.SESSION_LOST, f"The remote refused {method} (HTTP 404).")
             answer = await reply.wait(self.http.read_timeout, method)
         return result_of(answer)
+
+
+_STREAM_DROPPED = httpx2.RemoteProtocolError("the event stream dropped before the answer")
 
 
 def _progress_token(message: Message) -> Any:
