@@ -75,11 +75,11 @@ def test_create_shows_the_access_token_once_and_no_other_command_shows_it(platfo
     result = servers(platform, "create", "crm", "--description", "CRM tools", "--token-days", "30")
     assert result.returncode == 0, result.stderr
     (created,) = platform.control("state")["servers"].values()
-    token = created["url"].rsplit("/", 1)[-1]
     assert "access token: mcp_tok_" in result.stdout and "access URL: http" in result.stdout
     assert "shown only this once" in result.stderr
     stored_token = result.stdout.split("access token: ", 1)[1].split()[0]
-    assert token != stored_token
+    assert stored_token == created["accessToken"]
+    assert f"access URL: {created['url']}/{stored_token}" in result.stdout
     for args in (["list"], ["list", "--json"], ["get", created["serverId"]], ["get", created["serverId"], "--json"],
                  ["update", created["serverId"], "--description", "new", "--json"]):
         other = servers(platform, *args)
