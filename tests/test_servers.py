@@ -93,7 +93,11 @@ def test_list_is_an_aligned_table_and_json_keeps_fields_the_docs_do_not_list(pla
     table = servers(platform, "list")
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "NAME", "MODE", "RESTRICTED", "UPDATED"]
-    assert len({line.index("NAME") if i == 0 else len(line.split("  ")[0]) for i, line in enumerate(lines)}) >= 1
+    assert len(lines) == 3
+    for title in ("NAME", "MODE", "RESTRICTED", "UPDATED"):
+        column = lines[0].index(title)
+        for row in lines[1:]:
+            assert row[column - 1] == " " and row[column] != " ", (title, row)
     assert "beta-with-a-longer-name" in table.stdout and "2 server(s)" in table.stderr
     listed = json.loads(servers(platform, "list", "--json").stdout)
     assert listed["count"] == 2 and "nextCursor" in listed
