@@ -284,16 +284,32 @@ async def test_a_silent_server_to_client_stream_is_taken_for_dead_and_reopened(t
 
 
 async def test_every_connection_to_the_remote_has_tcp_keepalive():
+    """The client built as the bridge builds it (`remote_http`), the socket read off the live connection."""
     import socket
 
-    from bridge.network import AsyncioBackend, keepalive_options
+    from bridge.endpoint import resolve_endpoint
+    from bridge.http import remote_http
+    from bridge.logs import SecretList
+    from bridge.settings import BridgeSettings
 
+    def assert_keepalive(response) -> None:
+        core = getattr(response, "_core", response)  # the hot path wraps httpcore2's response
+        sock = core.extensions["network_stream"].get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+
+    initialize = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
     with running_remote() as remote:
-        stream = await AsyncioBackend(keepalive_options()).connect_tcp("127.0.0.1", remote.port, timeout=5)
-        try:
-            sock = stream.get_extra_info("socket")
-            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-            if hasattr(socket, "TCP_KEEPIDLE"):
-                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
-        finally:
-            await stream.aclose()
+        settings = BridgeSettings(_env_file=None, mcp_url=remote.url, api_key=API_KEY, user_id=USER_ID,
+                                  connect_timeout=3, read_timeout=10)
+        endpoint = resolve_endpoint(settings)
+        async with remote_http(settings, endpoint, SecretList(endpoint.secrets)) as http:
+            for url in (None, remote.url):  # None: the endpoint's hot path; a URL: through the client
+                async with http.open("POST", url=url, body=initialize, headers=headers,
+                                     rpc_method="initialize") as response:
+                    assert response.status_code == 200
+                    assert_keepalive(response)
+        assert len(remote.requests("initialize")) == 2
