@@ -17,13 +17,21 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.helpers import API_KEY, RawBridge, bridge_env, open_bridge, raw_bridge, running_remote, text_of, wait_for
+from tests.helpers import (
+    API_KEY,
+    NOT_FOUND,
+    SESSION_LOST,
+    UNREACHABLE,
+    RawBridge,
+    bridge_env,
+    open_bridge,
+    raw_bridge,
+    running_remote,
+    text_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
-
-UNREACHABLE = -32050
-NOT_FOUND = -32055
-SESSION_LOST = -32061
 
 INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}

@@ -27,7 +27,23 @@ import anyio
 import psutil
 import pytest
 
-from tests.helpers import API_KEY, ROOT, USER_ID, USER_TOKEN, RawBridge, bridge_env, raw_bridge, wait_for
+from tests.helpers import (
+    API_KEY,
+    BAD_RESPONSE,
+    MESSAGE_TOO_LARGE,
+    OUTCOME_UNKNOWN,
+    REMOTE_TIMEOUT,
+    REMOTE_UNAVAILABLE,
+    ROOT,
+    SESSION_LOST,
+    UNREACHABLE,
+    USER_ID,
+    USER_TOKEN,
+    RawBridge,
+    bridge_env,
+    raw_bridge,
+    wait_for,
+)
 from tests.hostile_remote import (
     FakeProxy,
     HostileRemote,
@@ -45,16 +61,11 @@ from tests.hostile_remote import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]  # each test is bounded well below this
 
-# The codes of README's "Errors the desktop may see".
+# JSON-RPC's own codes; the bridge's documented ones are pinned in tests/helpers.py (short names used here below).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
-UNREACHABLE = -32050
-REMOTE_TIMEOUT = -32051
-OUTCOME_UNKNOWN = -32052
-UNAVAILABLE = -32057
-BAD_RESPONSE = -32059
-SESSION_LOST = -32061
-TOO_LARGE = -32062
+UNAVAILABLE = REMOTE_UNAVAILABLE
+TOO_LARGE = MESSAGE_TOO_LARGE
 
 TEAM_SECRET = "team_HOSTILESECRET_0c9d"  # a custom header value (ALLOY_MCP_HEADERS): a secret too
 MiB = 1024 * 1024
