@@ -272,18 +272,6 @@ async def test_legacy_sse_a_bridge_request_whose_post_fails_leaves_nothing_waiti
 # --- 5. 2026-07-28: the header-mismatch resend keeps the input already given ---------------------
 
 
-@pytest.fixture(scope="module")
-def modern_remote():
-    with running_remote("--modern-only") as server:
-        yield server
-
-
-@pytest.fixture
-def modern(modern_remote):
-    modern_remote.reset()
-    return modern_remote
-
-
 async def test_modern_header_mismatch_resend_keeps_the_input_the_desktop_already_gave(modern, tmp_path):
     asked: list[Any] = []
 
