@@ -142,23 +142,8 @@ async def test_a_session_reopen_during_a_desktop_initialize_leaves_no_request_wa
 # --- 2. a wrong server id: 404 to POST and GET ------------------------------------------------
 
 
-async def test_a_wrong_server_id_is_reported_within_two_seconds_with_the_default_connect_timeout(remote, tmp_path):
-    env = bridge_env(remote, ALLOY_MCP_URL=remote.base + "/mcp/srv_missing", ALLOY_CONNECT_TIMEOUT=None)
-    async with raw_bridge(tmp_path, env) as bridge:
-        desktop = Desktop(bridge)
-        await desktop.is_serving()
-        started = time.monotonic()
-        await bridge.send_json(request("i", "initialize", INIT))
-        answer = await desktop.answer("i", timeout=14)
-        elapsed = time.monotonic() - started
-    assert answer["error"]["code"] == NOT_FOUND
-    assert elapsed < 2.0, f"initialize answered after {elapsed:.1f}s"
-
-
-# --- 3. remote down when the desktop starts -----------------------------------------------------
-
-
 async def _first_initialize(tmp_path, env: dict[str, str]) -> tuple[dict[str, Any], float]:
+    """The answer to the desktop's first `initialize`, and how long it took (from a bridge already serving)."""
     async with raw_bridge(tmp_path, env) as bridge:
         desktop = Desktop(bridge)
         await desktop.is_serving()
@@ -166,6 +151,16 @@ async def _first_initialize(tmp_path, env: dict[str, str]) -> tuple[dict[str, An
         await bridge.send_json(request("i", "initialize", INIT))
         answer = await desktop.answer("i", timeout=14)
         return answer, time.monotonic() - started
+
+
+async def test_a_wrong_server_id_is_reported_within_two_seconds_with_the_default_connect_timeout(remote, tmp_path):
+    env = bridge_env(remote, ALLOY_MCP_URL=remote.base + "/mcp/srv_missing", ALLOY_CONNECT_TIMEOUT=None)
+    answer, elapsed = await _first_initialize(tmp_path, env)
+    assert answer["error"]["code"] == NOT_FOUND
+    assert elapsed < 2.0, f"initialize answered after {elapsed:.1f}s"
+
+
+# --- 3. remote down when the desktop starts -----------------------------------------------------
 
 
 async def test_remote_refusing_connections_at_the_first_initialize_is_reported_within_two_seconds(tmp_path):
