@@ -1,4 +1,4 @@
-"""Fixtures only (helpers live in `tests/helpers.py`): the shared test remote, and the secret scan.
+"""Fixtures only (helpers live in `tests/helpers.py`): the shared test remotes, and the secret scan.
 
 After each test, every bridge stderr file the helpers wrote (and any log file the
 test used) is scanned for every secret the tests use. One hit fails the test.
@@ -30,6 +30,20 @@ def remote(shared_remote: RemoteServer) -> RemoteServer:
     """The shared test server, with rules and counters reset for this test."""
     shared_remote.reset()
     return shared_remote
+
+
+@pytest.fixture(scope="session")
+def modern_remote() -> Iterator[RemoteServer]:
+    """A test server that serves only the 2026-07-28 revision (refuses `initialize` with -32022)."""
+    with running_remote("--modern-only") as server:
+        yield server
+
+
+@pytest.fixture
+def modern(modern_remote: RemoteServer) -> RemoteServer:
+    """The modern-only test server, with rules and counters reset for this test."""
+    modern_remote.reset()
+    return modern_remote
 
 
 @pytest.fixture(autouse=True)

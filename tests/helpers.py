@@ -306,7 +306,9 @@ async def raw_bridge(tmp_path: Path, env: dict[str, str], args: list[str] | None
 
 # --- small helpers ---------------------------------------------------------------------------
 
-# The bridge's documented error codes (README, "Errors the desktop may see").
+# The bridge's documented error codes (README, "Errors the desktop may see"). Pinned on purpose; do not import
+# from bridge.errors: a code the bridge renumbers must fail the tests, since desktops and users rely on them.
+# tests/test_faults.py::test_fault_codes_are_the_documented_ones checks the two sets stay equal.
 UNREACHABLE = -32050
 REMOTE_TIMEOUT = -32051
 OUTCOME_UNKNOWN = -32052
@@ -320,6 +322,9 @@ BAD_RESPONSE = -32059
 TOOL_BLOCKED = -32060
 SESSION_LOST = -32061
 MESSAGE_TOO_LARGE = -32062
+DOCUMENTED_CODES = frozenset({UNREACHABLE, REMOTE_TIMEOUT, OUTCOME_UNKNOWN, AUTH_REJECTED, FORBIDDEN, NOT_FOUND,
+                              RATE_LIMITED, REMOTE_UNAVAILABLE, REMOTE_ERROR, BAD_RESPONSE, TOOL_BLOCKED, SESSION_LOST,
+                              MESSAGE_TOO_LARGE})
 
 
 def text_of(result: Any) -> str:

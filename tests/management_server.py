@@ -191,7 +191,9 @@ def build_app(platform: Platform) -> Starlette:
             platform.requests.clear()
             platform.rate_limited = 0
         return JSONResponse({"requests": platform.requests,
-                             "servers": {k: public(v) | {"owner": v["owner"]} for k, v in platform.servers.items()}})
+                             # The test's own view: the owner and the issued token too (the API never lists them).
+                             "servers": {k: public(v) | {"owner": v["owner"], "accessToken": v["accessToken"]}
+                                         for k, v in platform.servers.items()}})
 
     return Starlette(routes=[
         Route("/api/servers", collection, methods=["GET", "POST"]),

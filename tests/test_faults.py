@@ -14,6 +14,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.helpers import (
     BAD_RESPONSE,
+    DOCUMENTED_CODES,
     MESSAGE_TOO_LARGE,
     OUTCOME_UNKNOWN,
     RATE_LIMITED,
@@ -219,6 +220,7 @@ def test_fault_codes_are_the_documented_ones():
     for code in BridgeErrorCode:
         assert f"| {int(code)} |" in readme, code
     assert json.dumps(int(BridgeErrorCode.OUTCOME_UNKNOWN)) == str(OUTCOME_UNKNOWN)
+    assert {int(code) for code in BridgeErrorCode} == DOCUMENTED_CODES
 
 
 async def test_a_remote_that_refuses_every_session_fails_the_request_instead_of_looping(remote, tmp_path):

@@ -27,7 +27,23 @@ import anyio
 import psutil
 import pytest
 
-from tests.helpers import API_KEY, ROOT, USER_ID, USER_TOKEN, RawBridge, bridge_env, raw_bridge, wait_for
+from tests.helpers import (
+    API_KEY,
+    BAD_RESPONSE,
+    MESSAGE_TOO_LARGE,
+    OUTCOME_UNKNOWN,
+    REMOTE_TIMEOUT,
+    REMOTE_UNAVAILABLE,
+    ROOT,
+    SESSION_LOST,
+    UNREACHABLE,
+    USER_ID,
+    USER_TOKEN,
+    RawBridge,
+    bridge_env,
+    raw_bridge,
+    wait_for,
+)
 from tests.hostile_remote import (
     FakeProxy,
     HostileRemote,
@@ -45,16 +61,11 @@ from tests.hostile_remote import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]  # each test is bounded well below this
 
-# The codes of README's "Errors the desktop may see".
+# JSON-RPC's own codes; the bridge's documented ones are pinned in tests/helpers.py (short names used here below).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
-UNREACHABLE = -32050
-REMOTE_TIMEOUT = -32051
-OUTCOME_UNKNOWN = -32052
-UNAVAILABLE = -32057
-BAD_RESPONSE = -32059
-SESSION_LOST = -32061
-TOO_LARGE = -32062
+UNAVAILABLE = REMOTE_UNAVAILABLE
+TOO_LARGE = MESSAGE_TOO_LARGE
 
 TEAM_SECRET = "team_HOSTILESECRET_0c9d"  # a custom header value (ALLOY_MCP_HEADERS): a secret too
 MiB = 1024 * 1024
@@ -69,6 +80,7 @@ def _reject_constant(name: str) -> Any:
 
 _BIG_LINE = 4 * MiB
 _ID_NEAR_START = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
+_KIND_NEAR_START = re.compile(rb'"(result|error)"\s*:')
 
 
 def strict_json(line: bytes) -> Any:
@@ -78,9 +90,15 @@ def strict_json(line: bytes) -> Any:
         # Building the objects of a huge line would cost the test process gigabytes; check the envelope.
         assert b"NaN" not in line and b"Infinity" not in line, "non-JSON constant in a huge line"
         assert text.startswith("{") and text.rstrip().endswith("}"), "a huge line that is not a JSON object"
-        found = _ID_NEAR_START.search(line[:512])
+        head = line[:512]
+        found = _ID_NEAR_START.search(head)
         request_id = json.loads(found.group(1)) if found else None
-        return {"jsonrpc": "2.0", "id": request_id, "result": {}, "_bytes": len(line)}
+        # Whichever of "result" / "error" comes first in the raw head; never one made up.
+        kinds = [(match.start(), match.group(1).decode()) for match in _KIND_NEAR_START.finditer(head)]
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "_bytes": len(line), "_head": head}
+        if kinds:
+            message[min(kinds)[1]] = {}
+        return message
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
@@ -522,7 +540,8 @@ async def test_a_big_answer_of_nested_empty_lists_stays_within_a_few_times_its_s
                         break
             tg.cancel_scope.cancel()
         peak = rss.sample()
-        assert "result" in big and big.get("_bytes", 0) >= size * 0.9, "the big answer did not arrive whole"
+        assert big.get("_bytes", 0) >= size * 0.9, "the big answer did not arrive whole"
+        assert re.search(rb'"result"\s*:\s*\{"content"', big["_head"]) and b'"error"' not in big["_head"], big["_head"]
         slowest = max(latencies, default=0.0)
         grew = peak - baseline
         assert grew < 6 * size and slowest < 1, (
@@ -704,7 +723,7 @@ async def test_a_run_of_session_expiries_does_not_recreate_sessions_without_boun
         opened = len(remote.issued)
         assert d.alive
         assert await d.finish() == 0
-    assert opened <= 6, f"20 notifications during a run of expiries opened {opened} sessions"
+    assert 2 <= opened <= 6, f"20 notifications during a run of expiries opened {opened} sessions"
 
 
 async def test_a_replayed_initialize_with_another_protocol_version_is_a_lost_session(tmp_path):

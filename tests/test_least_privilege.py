@@ -197,6 +197,55 @@ def test_a_failing_secret_command_at_start_is_a_configuration_error_with_its_rea
     assert "more detail" not in lines[0] and remote.requests() == []
 
 
+def _with_command(remote, setting: str, command: str) -> dict[str, str]:
+    """The remote's URL, a key unless the key itself comes from the command, and the command in `setting`."""
+    env = {"ALLOY_MCP_URL": remote.url, setting: command}
+    if setting != "ALLOY_API_KEY_COMMAND":
+        env["ALLOY_API_KEY"] = API_KEY
+    return env
+
+
+@pytest.mark.timeout(90)  # the bridge waits out its fixed 30 s limit (one setting only: both share that code)
+def test_a_secret_command_that_never_finishes_is_a_configuration_error_after_30_seconds(remote, tmp_path):
+    hang = f"{sys.executable} -c 'import time; time.sleep(120)'"
+    started = time.monotonic()
+    result = run_bridge(_with_command(remote, "ALLOY_API_KEY_COMMAND", hang))
+    elapsed = time.monotonic() - started
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "ALLOY_API_KEY_COMMAND" in lines[0] and "did not finish within 30s" in lines[0]
+    assert 29 < elapsed < 60, elapsed
+    assert remote.requests() == []
+
+
+@pytest.mark.parametrize("output", ["", "  \n\n"], ids=["no-output", "only-whitespace"])
+@pytest.mark.parametrize("setting", ["ALLOY_API_KEY_COMMAND", "ALLOY_USER_TOKEN_COMMAND"])
+def test_a_secret_command_that_prints_nothing_is_a_configuration_error(remote, tmp_path, setting, output):
+    script = tmp_path / "silent.py"
+    script.write_text(f"import sys\nsys.stdout.write({output!r})\n")
+    result = run_bridge(_with_command(remote, setting, f"{sys.executable} {script}"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert setting in lines[0] and "printed nothing" in lines[0]
+    assert remote.requests() == []
+
+
+async def test_a_secret_command_is_split_like_a_shell_and_run_without_one(remote, tmp_path):
+    """`;` inside quotes and outside them are arguments like any other: no shell ever sees the line."""
+    script = tmp_path / "vault.py"
+    script.write_text("import json, pathlib, sys\n"
+                      f"pathlib.Path({str(tmp_path / 'argv.json')!r}).write_text(json.dumps(sys.argv[1:]))\n"
+                      f"print({API_KEY!r})\n")
+    marker = tmp_path / "a-shell-ran-this"
+    command = f"{sys.executable} {script} 'read; touch {marker}' ;touch {marker} a;b"
+    env = bridge_env(remote, ALLOY_API_KEY=None, ALLOY_API_KEY_COMMAND=command)
+    async with open_bridge(tmp_path, env) as (client, _):
+        assert text_of(await client.call_tool("echo", {"text": "managed"})) == "managed"
+    assert json.loads((tmp_path / "argv.json").read_text()) == [f"read; touch {marker}", ";touch", str(marker),
+                                                                 "a;b"]
+    assert not marker.exists()
+
+
 async def test_a_secret_command_failing_after_a_401_is_the_401_error_with_the_reason_in_the_hint(remote, tmp_path):
     token = _jwt("user-42", time.time() + 3600)
     remote.accept_user_tokens(token)
@@ -284,16 +333,32 @@ async def test_a_silent_server_to_client_stream_is_taken_for_dead_and_reopened(t
 
 
 async def test_every_connection_to_the_remote_has_tcp_keepalive():
+    """The client built as the bridge builds it (`remote_http`), the socket read off the live connection."""
     import socket
 
-    from bridge.network import AsyncioBackend, keepalive_options
+    from bridge.endpoint import resolve_endpoint
+    from bridge.http import remote_http
+    from bridge.logs import SecretList
+    from bridge.settings import BridgeSettings
 
+    def assert_keepalive(response) -> None:
+        core = getattr(response, "_core", response)  # the hot path wraps httpcore2's response
+        sock = core.extensions["network_stream"].get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+
+    initialize = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
     with running_remote() as remote:
-        stream = await AsyncioBackend(keepalive_options()).connect_tcp("127.0.0.1", remote.port, timeout=5)
-        try:
-            sock = stream.get_extra_info("socket")
-            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-            if hasattr(socket, "TCP_KEEPIDLE"):
-                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
-        finally:
-            await stream.aclose()
+        settings = BridgeSettings(_env_file=None, mcp_url=remote.url, api_key=API_KEY, user_id=USER_ID,
+                                  connect_timeout=3, read_timeout=10)
+        endpoint = resolve_endpoint(settings)
+        async with remote_http(settings, endpoint, SecretList(endpoint.secrets)) as http:
+            for url in (None, remote.url):  # None: the endpoint's hot path; a URL: through the client
+                async with http.open("POST", url=url, body=initialize, headers=headers,
+                                     rpc_method="initialize") as response:
+                    assert response.status_code == 200
+                    assert_keepalive(response)
+        assert len(remote.requests("initialize")) == 2

@@ -13,21 +13,9 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.helpers import USER_ID, bridge_env, notify_until, open_bridge, raw_bridge, running_remote, text_of, wait_for
+from tests.helpers import USER_ID, bridge_env, notify_until, open_bridge, raw_bridge, text_of, wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def modern_remote():
-    with running_remote("--modern-only") as server:
-        yield server
-
-
-@pytest.fixture
-def modern(modern_remote):
-    modern_remote.reset()
-    return modern_remote
 
 
 async def test_handshake_desktop_works_against_a_modern_only_remote(modern, tmp_path):

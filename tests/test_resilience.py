@@ -269,14 +269,20 @@ async def test_remote_restart_between_calls_is_invisible(tmp_path):
         assert server.executions() == {"a": 1}
 
 
-async def test_remote_briefly_down_during_a_call_is_retried_on_connect(tmp_path):
+@pytest.mark.parametrize(("down_for", "connect_timeout"), [
+    (1.0, "8"),
+    # The default connect timeout: down longer than the 2 s a first initialize gets, still waited out once a
+    # session existed (the laptop waking up).
+    (3.0, None),
+], ids=["1s-down-connect-timeout-8s", "3s-down-default-connect-timeout-after-a-session-existed"])
+async def test_remote_briefly_down_during_a_call_is_retried_on_connect(tmp_path, down_for, connect_timeout):
     with running_remote() as server:
-        async with open_bridge(tmp_path, bridge_env(server, ALLOY_CONNECT_TIMEOUT="8")) as (client, _):
+        async with open_bridge(tmp_path, bridge_env(server, ALLOY_CONNECT_TIMEOUT=connect_timeout)) as (client, _):
             await client.list_tools()
             server.stop()
 
             async def restart_later() -> None:
-                await anyio.sleep(1.0)  # the fault itself: the remote is down for a second
+                await anyio.sleep(down_for)  # the fault itself: the remote is down for a while
                 await anyio.to_thread.run_sync(server.start)
 
             async with anyio.create_task_group() as tg:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, SESSION_LOST
 from tests.hostile_remote import HostileRemote, Reply, json_reply
-from tests.test_hostile import _init_params, desktop, echo_text, env_for
+from tests.test_hostile import _init_params, assert_error, desktop, echo_text, env_for, still_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -51,10 +51,16 @@ async def test_a_cut_post_during_legacy_recovery_never_crashes_the_bridge(tmp_pa
         assert echo_text(await d.call(2, "echo", text="a")) == "a"
         # the replayed initialize's POST: 202 with a body cut short, then the connection closes
         remote.on("POST", "initialize", Reply(raw=b"HTTP/1.1 202 Accepted\r\nContent-Length: 50\r\n\r\nshort"))
+        n = len(remote.requests)
         for q in list(remote._streams):   # end the event stream: the bridge recovers in the background
             q.put_nowait(None)
-        await asyncio.sleep(3)
-        assert d.alive, "bridge process died"
+        await remote.wait_for_request(
+            lambda r: r.method == "POST" and r.rpc_method == "initialize" and remote.requests.index(r) >= n)
+        # the session could not be re-established: the documented answer, not a dead bridge
+        assert_error(await d.request(3, "ping", timeout=8), SESSION_LOST)
+        remote.rules.clear()  # the remote answers again: the desktop starts over, and the bridge serves it
+        assert "result" in await d.initialize(request_id="init2")
+        await still_serving(d)
 
 
 async def test_legacy_requests_wait_for_the_replayed_handshake(tmp_path):
@@ -85,10 +91,11 @@ async def test_a_delete_refused_by_a_failing_key_command_never_crashes_the_bridg
         assert echo_text(await d.call(2, "echo", text="a")) == "a"
         remote.on("DELETE", None, Reply(401))      # the key was revoked meanwhile
         # the desktop starts over: the bridge ends the old session in the background
-        await d.request("init2", "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                                         "clientInfo": {"name": "x", "version": "1"}})
-        await asyncio.sleep(2)
-        assert d.alive
+        init2 = await d.request("init2", "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                        "clientInfo": {"name": "x", "version": "1"}})
+        assert "result" in init2, init2
+        await remote.wait_for_request(lambda r: r.method == "DELETE")
+        await still_serving(d)
 
 
 async def test_a_null_id_error_is_redacted_before_it_is_shortened_in_the_log(tmp_path):

@@ -75,11 +75,11 @@ def test_create_shows_the_access_token_once_and_no_other_command_shows_it(platfo
     result = servers(platform, "create", "crm", "--description", "CRM tools", "--token-days", "30")
     assert result.returncode == 0, result.stderr
     (created,) = platform.control("state")["servers"].values()
-    token = created["url"].rsplit("/", 1)[-1]
     assert "access token: mcp_tok_" in result.stdout and "access URL: http" in result.stdout
     assert "shown only this once" in result.stderr
     stored_token = result.stdout.split("access token: ", 1)[1].split()[0]
-    assert token != stored_token
+    assert stored_token == created["accessToken"]
+    assert f"access URL: {created['url']}/{stored_token}" in result.stdout
     for args in (["list"], ["list", "--json"], ["get", created["serverId"]], ["get", created["serverId"], "--json"],
                  ["update", created["serverId"], "--description", "new", "--json"]):
         other = servers(platform, *args)
@@ -93,7 +93,11 @@ def test_list_is_an_aligned_table_and_json_keeps_fields_the_docs_do_not_list(pla
     table = servers(platform, "list")
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "NAME", "MODE", "RESTRICTED", "UPDATED"]
-    assert len({line.index("NAME") if i == 0 else len(line.split("  ")[0]) for i, line in enumerate(lines)}) >= 1
+    assert len(lines) == 3
+    for title in ("NAME", "MODE", "RESTRICTED", "UPDATED"):
+        column = lines[0].index(title)
+        for row in lines[1:]:
+            assert row[column - 1] == " " and row[column] != " ", (title, row)
     assert "beta-with-a-longer-name" in table.stdout and "2 server(s)" in table.stderr
     listed = json.loads(servers(platform, "list", "--json").stdout)
     assert listed["count"] == 2 and "nextCursor" in listed

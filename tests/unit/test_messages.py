@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 
+import msgspec
 import pytest
 
 from bridge.messages import InvalidMessage, Kind, Message, NotJson, build_answer, decode_messages, dumps
@@ -89,9 +90,18 @@ def test_escaped_lone_surrogates_are_valid_json_and_pass_unchanged():
     assert message.error["message"] == "cut \ud83d emoji"
 
 
-def test_params_are_decoded_only_when_asked():
+def test_params_are_decoded_only_when_asked(monkeypatch):
+    from bridge import messages
+
     message = one(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}')
+    assert message._params is messages._MISSING and message._body is None  # nothing built for params yet
+    assert isinstance(message._parts["params"], msgspec.Raw)  # only the raw slice is kept
+    decoded: list[bytes] = []
+    real = messages.decode_value
+    monkeypatch.setattr(messages, "decode_value", lambda data: decoded.append(data) or real(data))
     assert message.params["name"] == "echo"
+    assert message.params is message.params
+    assert decoded == [b'{"name":"echo","arguments":{}}']  # the params slice alone, once
 
 
 def test_the_envelope_of_a_huge_message_costs_no_objects_per_value():
