@@ -75,14 +75,13 @@ class Message:
 
     __slots__ = ("raw", "kind", "id", "method", "_parts", "_body", "_params")
 
-    def __init__(self, raw: bytes, kind: Kind, request_id: RequestId | None = None, method: str | None = None,
-                 parts: dict[str, Any] | None = None, body: dict[str, Any] | None = None) -> None:
+    def __init__(self, raw: bytes, kind: Kind, request_id: RequestId | None = None, method: str | None = None) -> None:
         self.raw = raw
         self.kind = kind
         self.id = request_id
         self.method = method
-        self._parts = parts or {}
-        self._body = body
+        self._parts: dict[str, Any] = {}  # the undecoded `params`, `result`, `error` (set by the decoder)
+        self._body: dict[str, Any] | None = None
         self._params: Any = _MISSING
 
     def __repr__(self) -> str:

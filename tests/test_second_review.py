@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from tests.helpers import API_KEY, bridge_env, running_remote
-from tests.test_client_config import alloy_env, run_cli
 from tests.hostile_remote import HostileRemote, Received, Reply, sse_event
+from tests.test_client_config import alloy_env, run_cli
 from tests.test_hostile import _init_params, assert_error, desktop, echo_text, env_for, still_serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -78,8 +78,8 @@ async def test_a_secret_written_with_json_escapes_in_a_remote_error_is_redacted(
     def leak(request: Received) -> Reply:
         error = {"code": -32000, "message": "refused"}
         error[where] = f"bad key {escaped}" if where == "message" else {"key": f"{escaped}"}
-        body = '{"jsonrpc": "2.0", "id": %s, "error": %s}' % (
-            json.dumps(request.rpc_id), json.dumps(error).replace("\\\\u", "\\u"))
+        escaped_error = json.dumps(error).replace("\\\\u", "\\u")  # the escapes as the remote wrote them
+        body = f'{{"jsonrpc": "2.0", "id": {json.dumps(request.rpc_id)}, "error": {escaped_error}}}'
         return Reply(200, [("Content-Type", "application/json")], body.encode())
 
     async with HostileRemote() as remote, desktop(tmp_path, env_for(remote.url)) as d:
@@ -176,7 +176,8 @@ def test_a_failed_replace_through_the_claude_cli_puts_the_previous_entry_back(re
     fake.write_text(f"#!{sys.executable}\nimport json, pathlib, sys\n"
                     f"log = pathlib.Path({str(log)!r})\n"
                     "calls = log.read_text().splitlines() if log.exists() else []\n"
-                    "log.write_text('\\n'.join([*calls, json.dumps({'argv': sys.argv[1:], 'stdin': sys.stdin.read()})]))\n"
+                    "call = json.dumps({'argv': sys.argv[1:], 'stdin': sys.stdin.read()})\n"
+                    "log.write_text('\\n'.join([*calls, call]))\n"
                     "adds = [c for c in calls if '\"add-json\"' in c]\n"
                     "sys.exit(1 if sys.argv[2] == 'add-json' and not adds else 0)\n")
     fake.chmod(0o755)

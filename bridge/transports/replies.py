@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from bridge.errors import BridgeError, BridgeErrorCode, RemoteRpcError
+from bridge.errors import INTERNAL_ERROR, BridgeError, BridgeErrorCode, RemoteRpcError
 from bridge.messages import Kind, Message, RequestId, build_request
 
 PREFIX = "alloy-mcp-bridge-"
@@ -85,6 +85,6 @@ class Replies:
 def result_of(answer: Message) -> dict[str, Any]:
     """A bridge-owned request's result; an error answer raises `RemoteRpcError` with it."""
     if answer.kind is Kind.ERROR:
-        raise RemoteRpcError(answer.error or {"code": -32603, "message": "error without details"})
+        raise RemoteRpcError(answer.error or {"code": INTERNAL_ERROR, "message": "error without details"})
     result = answer.result
     return result if isinstance(result, dict) else {}

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import anyio
 import httpx2
 
-from bridge.errors import BridgeError, RemoteFailure, bad_response
+from bridge.errors import RemoteFailure, bad_response
 from bridge.http import RemoteHttp
 from bridge.inflight import Pending
 from bridge.messages import InvalidMessage, Message, NotJson, decode_messages
@@ -270,11 +270,3 @@ class ResponseReader:
             raise self.http.lost(exc, method) from None
         return b"".join(chunks)
 
-
-def describe_failure(exc: BaseException) -> str:
-    """One line for the log about anything a transport caught."""
-    if isinstance(exc, RemoteFailure):
-        return exc.reason
-    if isinstance(exc, BridgeError):  # pragma: no cover - a RemoteFailure already
-        return exc.message
-    return type(exc).__name__

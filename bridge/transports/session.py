@@ -138,10 +138,6 @@ class Gate:
         if event is not None:
             event.set()
 
-    @property
-    def held(self) -> bool:
-        return bool(self._holds)
-
     async def wait(self, ticket: int | None = None) -> None:
         """Until every hold taken before `ticket` (None: every hold) is released; no await when none is."""
         while self._holds:

@@ -63,11 +63,6 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _code(answer: Message) -> int | None:
-    code = answer.error.get("code")
-    return code if isinstance(code, int) else None
-
-
 def modern_versions_offered(refusal: RemoteRpcError) -> list[str]:
     """The 2026-era versions a -32022 refusal of `initialize` names (empty: not a modern-only remote)."""
     if refusal.code != -32022:
@@ -238,7 +233,7 @@ class StatelessUpstream(TaskHost):
         relisted = False
         for _ in range(_MAX_INPUT_ROUNDS):
             answer = await self._exchange(pending.id, method, params)
-            if answer.kind is Kind.ERROR and _code(answer) == _HEADER_MISMATCH and not relisted:
+            if answer.kind is Kind.ERROR and answer.error.get("code") == _HEADER_MISMATCH and not relisted:
                 # The tool's Mcp-Param-* headers are unknown or stale: learn them and send the same round
                 # again (it did not run), with this round's input responses and request state.
                 relisted = True
@@ -373,7 +368,7 @@ class StatelessUpstream(TaskHost):
             self._listen_scope.cancel()
         if not self._listening and self._tg is not None:
             self._listening = True
-            self._tg.start_soon(self._listen)
+            self.spawn(self._listen)
 
     def _filter(self) -> dict[str, Any]:
         wanted: dict[str, Any] = {}

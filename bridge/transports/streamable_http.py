@@ -43,7 +43,7 @@ from bridge.errors import (
 )
 from bridge.http import SESSION_HEADER, RemoteHttp
 from bridge.inflight import Pending
-from bridge.messages import Kind, Message, dumps
+from bridge.messages import Kind, Message, build_notification
 from bridge.retry import SESSION_RESENDS, Backoff, SessionPacer
 from bridge.transports.base import Sink, TaskHost
 from bridge.transports.replies import Replies, result_of
@@ -53,6 +53,7 @@ from bridge.transports.session import Gate, SessionState, valid_session_id
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+_SESSION_HEADER_BYTES = SESSION_HEADER.encode("ascii")
 _LISTENER_WAIT = 1.0  # seconds requests after `notifications/initialized` wait for the GET stream to open
 # The desktop's `initialize` was refused (404/405, or a JSON-RPC error such as -32022): True means another
 # transport or protocol adapter took the request over.
@@ -216,7 +217,7 @@ class StreamableHttpUpstream(TaskHost):
 
     def _session_id_of(self, response: httpx2.Response) -> str | None:
         """The session the remote opened; one that is not visible ASCII cannot be used and is refused."""
-        raw = next((value for name, value in response.headers.raw if name.lower() == b"mcp-session-id"), None)
+        raw = next((value for name, value in response.headers.raw if name.lower() == _SESSION_HEADER_BYTES), None)
         if raw is None:
             return None
         if not valid_session_id(raw):
@@ -257,8 +258,8 @@ class StreamableHttpUpstream(TaskHost):
         finally:
             if hold is not None and not handed:
                 self.gate.release(hold)
-            if message.method == "notifications/initialized":
-                self._start_listener()
+            if message.method == "notifications/initialized" and not handed:
+                self._start_listener()  # not sent, or sent without the trace hook: open the stream anyway
 
     async def _release_later(self, hold: int) -> None:
         """A server-to-client stream that is slow to open holds the desktop back for a second at most."""
@@ -421,6 +422,6 @@ class StreamableHttpUpstream(TaskHost):
         return result_of(answer), session_id
 
     async def _notify(self, method: str) -> None:
-        body = dumps({"jsonrpc": "2.0", "method": method})
+        body = build_notification(method).raw
         async with self.http.open("POST", body=body, headers=self._headers(), rpc_method=method) as response:
             await self.reader.drain_one_way(response)
