@@ -22,9 +22,7 @@ session and returns promptly.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from bridge.error_answers import ErrorAnswers, plain_error_line
 from bridge.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -52,8 +51,6 @@ from bridge.messages import (
     RequestId,
     build_answer,
     decode_messages,
-    decode_value,
-    dumps,
     valid_id,
 )
 from bridge.policy import ToolPolicy
@@ -84,6 +81,7 @@ class Relay(Sink):
         self.channel = channel
         self.policy = policy or ToolPolicy()
         self.secrets = secrets or SecretList()
+        self.errors = ErrorAnswers(self.secrets)
         self.stats = stats or SessionStats()
         self.trace = trace
         self.inflight = InFlightTable()
@@ -154,7 +152,7 @@ class Relay(Sink):
                 BridgeErrorCode.MESSAGE_TOO_LARGE,
                 f"A message of {line.size} bytes exceeds the bridge's limit (ALLOY_MAX_MESSAGE_BYTES).",
             )
-            await self._write_error(_id_from_head(line.head), error.error_object())
+            await self._write_error(line.request_id, error.error_object())
             return
         try:
             items, batch = decode_messages(line)
@@ -272,45 +270,15 @@ class Relay(Sink):
                            pending: Pending | None = None) -> None:
         """An error answer, redacted whole; never raises (this runs inside every error path)."""
         try:
-            line = self._error_line(request_id, error, raw)
+            line = self.errors.line(request_id, error, raw)
             code = error.get("code") if isinstance(error, dict) else None
             self.stats.errors[code if isinstance(code, int) else INTERNAL_ERROR] += 1
             if self.trace:
                 _trace_error(request_id, code, len(line), pending)
         except Exception:  # noqa: BLE001 - whatever went wrong, the desktop still gets an answer
             logger.exception("could not write an error answer for id %r", request_id)
-            line = _plain_error_line(request_id)
+            line = plain_error_line(request_id)
         await self._write(line, newline=True)
-
-    def _error_line(self, request_id: RequestId | None, error: Any, raw: bytes | None) -> bytes:
-        clean = _well_formed(error)
-        redacted = self.secrets.redact_value(clean)
-        if raw is not None and clean is error and not self._holds_secret(raw):
-            return raw  # nothing to hide and already strict JSON: the remote's bytes as they came
-        try:
-            return dumps({"jsonrpc": "2.0", "id": request_id, "error": redacted})
-        except ValueError:  # NaN or Infinity in the remote's error data
-            refused = BridgeError(BridgeErrorCode.BAD_RESPONSE,
-                                  "The remote's error answer cannot be written as strict JSON; it was refused. "
-                                  f"It said: {self.secrets.shorten(str(clean.get('message')))}")
-            return dumps({"jsonrpc": "2.0", "id": request_id, "error": refused.error_object()})
-
-    def _holds_secret(self, raw: bytes) -> bool:
-        """Whether any known secret appears anywhere in the message as the desktop will read it.
-
-        Fields outside `error` count too, and so do JSON escapes (`\\u0073k_live_…` reads as `sk_live_…`).
-        """
-        if not self.secrets.values:
-            return False
-        if any(secret in raw.decode("utf-8", "replace") for secret in self.secrets.values):
-            return True
-        if b"\\" not in raw:
-            return False  # no escapes: the desktop reads these very characters
-        try:
-            value = decode_value(raw)
-        except ValueError:
-            return True  # cannot tell: rewrite it
-        return bool(self.secrets.redact_value(value) != value)
 
     async def _write(self, data: bytes, *, newline: bool = False) -> None:
         if self._stdout_closed:
@@ -340,66 +308,9 @@ def _trace_error(request_id: RequestId | None, code: Any, size: int, pending: Pe
     _trace_log.info("→ desktop error %s id=%r code=%s %d B%s", method, request_id, code, size, took)
 
 
-def _well_formed(error: Any) -> dict[str, Any]:
-    """A JSON-RPC error object with an integer code and a string message, whatever the remote sent."""
-    if not isinstance(error, dict):
-        return {"code": INTERNAL_ERROR, "message": "The remote sent a malformed error."}
-    code, message = error.get("code"), error.get("message")
-    if isinstance(code, int) and not isinstance(code, bool) and isinstance(message, str):
-        return error
-    fixed = dict(error)
-    if not isinstance(code, int) or isinstance(code, bool):
-        fixed["code"] = INTERNAL_ERROR
-    if not isinstance(message, str):
-        fixed["message"] = str(message)
-    return fixed
-
-
-def _plain_error_line(request_id: RequestId | None) -> bytes:
-    safe_id = request_id if isinstance(request_id, int) else None
-    return json.dumps({"jsonrpc": "2.0", "id": safe_id, "error": {
-        "code": INTERNAL_ERROR, "message": "Internal bridge error; see the bridge's log."}}).encode()
-
-
 def _abandoned(pending: Pending) -> BridgeError:
     """The answer to a request still in flight when the desktop leaves."""
     what = f"The bridge is shutting down (its input closed) before the remote answered {pending.method}"
     if is_idempotent(pending.method):
         return BridgeError(BridgeErrorCode.REMOTE_UNAVAILABLE, f"{what}.")
     return BridgeError(BridgeErrorCode.OUTCOME_UNKNOWN, f"{what}; it may or may not have run.")
-
-
-_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,19})\s*[,}]')
-
-
-def _id_from_head(head: bytes) -> RequestId | None:
-    """The request id of a message too large to parse, read from its first bytes (best effort).
-
-    Only a top-level `"id"` counts (one inside `params` is some tool's argument): the head is scanned with
-    its nesting depth and strings tracked.
-    """
-    depth, index, length = 0, 0, len(head)
-    while index < length:
-        byte = head[index]
-        if byte == 0x22:  # a string: a key at depth 1, or a value to skip
-            end = index + 1
-            while end < length and head[end] != 0x22:
-                end += 2 if head[end] == 0x5C else 1
-            if depth == 1 and head[index:end + 1] == b'"id"':
-                match = _ID_VALUE.match(head, end + 1)
-                if match is None:
-                    return None
-                try:
-                    value = json.loads(match.group(1))
-                except ValueError:
-                    return None
-                return value if valid_id(value) else None
-            index = end + 1
-            continue
-        if byte in b"{[":
-            depth += 1
-        elif byte in b"}]":
-            depth -= 1
-        index += 1
-    return None
-

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
+
+from bridge.messages import RequestId, valid_id
 
 if sys.platform != "win32":
     import fcntl
@@ -44,6 +48,11 @@ class OversizedLine:
 
     size: int
     head: bytes = b""
+
+    @property
+    def request_id(self) -> RequestId | None:
+        """The line's request id, read from its head (best effort)."""
+        return id_from_head(self.head)
 
 
 class StdoutClosed(Exception):
@@ -256,3 +265,39 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+
+_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,19})\s*[,}]')
+
+
+def id_from_head(head: bytes) -> RequestId | None:
+    """The request id of a message too large to parse, read from its first bytes (best effort).
+
+    Only a top-level `"id"` counts (one inside `params` is some tool's argument): the head is scanned with
+    its nesting depth and strings tracked.
+    """
+    depth, index, length = 0, 0, len(head)
+    while index < length:
+        byte = head[index]
+        if byte == 0x22:  # a string: a key at depth 1, or a value to skip
+            end = index + 1
+            while end < length and head[end] != 0x22:
+                end += 2 if head[end] == 0x5C else 1
+            if depth == 1 and head[index:end + 1] == b'"id"':
+                match = _ID_VALUE.match(head, end + 1)
+                if match is None:
+                    return None
+                try:
+                    value = json.loads(match.group(1))
+                except ValueError:
+                    return None
+                return value if valid_id(value) else None
+            index = end + 1
+            continue
+        if byte in b"{[":
+            depth += 1
+        elif byte in b"}]":
+            depth -= 1
+        index += 1
+    return None
