@@ -7,6 +7,7 @@
 | `streamable_http.py` | Streamable HTTP: sessions, the GET stream, expiry and resumption |
 | `legacy_sse.py` | the 2024-11-05 HTTP+SSE transport |
 | `stateless.py` | the 2026-07-28 (stateless) revision, adapted for a handshake-era desktop |
+| `modern_wire.py` | the 2026-07-28 wire translated: envelope, routing headers, what the desktop must not see |
 | `responses.py` | reading one response (JSON or SSE) up to its answer |
 | `event_stream.py` | server-sent events decoded from bytes |
 | `session.py` | what a new session must be told, and the gate that holds messages until it exists |

@@ -99,7 +99,8 @@ class AutoUpstream:
 
     async def _try_stateless(self, pending: Pending, refusal: RemoteRpcError) -> bool:
         """-32022 naming only 2026-era versions: this remote needs the 2026-07-28 adapter."""
-        from bridge.transports.stateless import MODERN_VERSION, StatelessUpstream, modern_versions_offered
+        from bridge.transports.modern_wire import MODERN_VERSION, modern_versions_offered
+        from bridge.transports.stateless import StatelessUpstream
 
         if MODERN_VERSION not in modern_versions_offered(refusal):
             return False

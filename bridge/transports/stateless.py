@@ -25,8 +25,8 @@ the handshake era the desktop speaks:
 - fields the desktop's revision does not have (`resultType`, `ttlMs`, `cacheScope`,
   the server-info and subscription-id stamps in `_meta`) are stripped.
 
-The SDK supplies the protocol constants and header rules; it is imported only
-when a remote turns out to need this adapter.
+The translation itself (envelope, routing headers, what the desktop must not see) is
+`modern_wire.py`; this module runs the exchanges.
 """
 
 from __future__ import annotations
@@ -43,33 +43,21 @@ from bridge.inflight import Pending
 from bridge.messages import InvalidMessage, Kind, Message, build_answer, build_request, valid_id
 from bridge.retry import Backoff
 from bridge.transports.base import Sink, TaskHost
+from bridge.transports.modern_wire import (
+    MODERN_VERSION,
+    ModernWire,
+    json_object,
+    notification_params_for_desktop,
+)
 from bridge.transports.replies import Replies, result_of
 from bridge.transports.responses import ResponseReader
 
 logger = logging.getLogger(__name__)
 
-MODERN_VERSION = "2026-07-28"
 _MAX_INPUT_ROUNDS = 8
-_RESULT_ONLY_FIELDS = ("resultType", "ttlMs", "cacheScope")
-_HANDSHAKE_CAPABILITIES = ("experimental", "logging", "completions", "prompts", "resources", "tools", "tasks")
 _HEADER_MISMATCH = -32020
-_PROTOCOL_META = "io.modelcontextprotocol/"
 _LIST_CHANGED = (("toolsListChanged", "tools"), ("promptsListChanged", "prompts"),
                  ("resourcesListChanged", "resources"))
-
-
-def _object(value: Any) -> dict[str, Any]:
-    """`value` if it is a JSON object, else an empty one (remote data is never trusted to have a shape)."""
-    return value if isinstance(value, dict) else {}
-
-
-def modern_versions_offered(refusal: RemoteRpcError) -> list[str]:
-    """The 2026-era versions a -32022 refusal of `initialize` names (empty: not a modern-only remote)."""
-    if refusal.code != -32022:
-        return []
-    data = refusal.error.get("data")
-    supported = data.get("supported") if isinstance(data, dict) else None
-    return [v for v in supported or [] if isinstance(v, str) and v >= MODERN_VERSION]
 
 
 class StatelessUpstream(TaskHost):
@@ -78,31 +66,12 @@ class StatelessUpstream(TaskHost):
     transport_name = "stateless (2026-07-28)"
 
     def __init__(self, http: RemoteHttp, sink: Sink, version: str = MODERN_VERSION) -> None:
-        from mcp.shared import inbound
-        from mcp_types import (
-            CLIENT_CAPABILITIES_META_KEY,
-            CLIENT_INFO_META_KEY,
-            LOG_LEVEL_META_KEY,
-            PROTOCOL_VERSION_META_KEY,
-            SERVER_INFO_META_KEY,
-        )
-        from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
-
-        self._inbound = inbound
-        self._keys = (PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY)
-        self._log_level_key = LOG_LEVEL_META_KEY
-        self._server_info_key = SERVER_INFO_META_KEY
-        self._handshake_versions = HANDSHAKE_PROTOCOL_VERSIONS
-        self._latest_handshake = LATEST_HANDSHAKE_VERSION
+        self.wire = ModernWire(version)
         self.http = http
         self.sink = sink
         # Streams are read on the adapter's own behalf: it sees the notifications first (see `deliver`).
         self.reader = ResponseReader(http, self)
-        self.version = version
-        self._client_info: dict[str, Any] = {}
-        self._capabilities: dict[str, Any] = {}
         self._server_capabilities: dict[str, Any] = {}
-        self._log_level: str | None = None
         self._subscriptions: set[str] = set()
         self._listen_changed = anyio.Event()
         self._listen_scope: anyio.CancelScope | None = None
@@ -110,7 +79,6 @@ class StatelessUpstream(TaskHost):
         self._running: dict[Any, anyio.CancelScope] = {}
         self._own = Replies()
         self._asks = Replies("input")
-        self._header_maps: dict[str, Any] = {}
 
     async def aclose(self) -> None:
         """Nothing to end on the remote: 2026-07-28 has no sessions."""
@@ -129,7 +97,7 @@ class StatelessUpstream(TaskHost):
             self.spawn_request(pending, self._answer, {})
         elif method == "logging/setLevel":
             level = message.params.get("level")
-            self._log_level = level if isinstance(level, str) else None
+            self.wire.log_level = level if isinstance(level, str) else None
             self.spawn_request(pending, self._answer, {})
         elif method in ("resources/subscribe", "resources/unsubscribe"):
             uri = message.params.get("uri")
@@ -177,58 +145,22 @@ class StatelessUpstream(TaskHost):
     async def answer_initialize(self, pending: Pending) -> None:
         """Answer the desktop's `initialize` from the remote's `server/discover`."""
         params = pending.message.params
-        self._client_info = _object(params.get("clientInfo"))
-        self._capabilities = _object(params.get("capabilities"))
+        self.wire.client_info = json_object(params.get("clientInfo"))
+        self.wire.capabilities = json_object(params.get("capabilities"))
         discovered = await self._call("server/discover", {})
-        capabilities = _object(discovered.get("capabilities"))
-        self._server_capabilities = capabilities
-        requested = params.get("protocolVersion")
-        version = requested if requested in self._handshake_versions else self._latest_handshake
-        server_info = _object(discovered.get("_meta")).get(self._server_info_key)
-        result: dict[str, Any] = {
-            "protocolVersion": version,
-            "capabilities": {k: v for k, v in capabilities.items() if k in _HANDSHAKE_CAPABILITIES},
-            "serverInfo": server_info if isinstance(server_info, dict) else {"name": "remote", "version": "unknown"},
-        }
-        if isinstance(discovered.get("instructions"), str):
-            result["instructions"] = discovered["instructions"]
-        resources = result["capabilities"].get("resources")
-        if isinstance(resources, dict):
-            result["capabilities"]["resources"] = {**resources, "subscribe": True}  # served by subscriptions/listen
-        logger.info("the remote serves only protocol %s; adapting it for a desktop speaking %s", self.version, version)
+        self._server_capabilities = json_object(discovered.get("capabilities"))
+        result = self.wire.initialize_result(discovered, params.get("protocolVersion"))
+        logger.info("the remote serves only protocol %s; adapting it for a desktop speaking %s",
+                    self.wire.version, result["protocolVersion"])
         await self._answer(pending, result)
         self._relisten()
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _envelope(self, params: dict[str, Any]) -> dict[str, Any]:
-        meta = dict(params.get("_meta") or {})
-        version_key, info_key, capabilities_key = self._keys
-        meta[version_key] = self.version
-        meta[info_key] = self._client_info
-        meta[capabilities_key] = self._capabilities
-        if self._log_level is not None:
-            meta.setdefault(self._log_level_key, self._log_level)
-        return {**params, "_meta": meta}
-
-    def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str]:
-        inbound = self._inbound
-        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-                   inbound.MCP_PROTOCOL_VERSION_HEADER: self.version, inbound.MCP_METHOD_HEADER: method}
-        name_key = inbound.NAME_BEARING_METHODS.get(method)
-        if name_key is not None and isinstance(params.get(name_key), str):
-            headers[inbound.MCP_NAME_HEADER] = inbound.encode_header_value(params[name_key])
-        if method == "tools/call" and isinstance(params.get("name"), str):
-            header_map = self._header_maps.get(params["name"])
-            arguments = params.get("arguments")
-            if header_map and isinstance(arguments, dict):
-                headers.update(inbound.mcp_param_headers(header_map, arguments))
-        return headers
-
     async def _forward(self, pending: Pending) -> None:
         """Send a desktop request; fulfil `input_required` rounds; deliver the final answer."""
         method = pending.method
-        original = self._envelope(pending.message.params)
+        original = self.wire.envelope(pending.message.params)
         params = original
         relisted = False
         for _ in range(_MAX_INPUT_ROUNDS):
@@ -246,11 +178,11 @@ class StatelessUpstream(TaskHost):
             result = result if isinstance(result, dict) else {}
             if result.get("resultType") != "input_required":
                 if method == "tools/list":
-                    self._learn_tool_headers(result)
-                await self._answer(pending, self._for_desktop(result))
+                    self.wire.learn_tool_headers(result)
+                await self._answer(pending, self.wire.for_desktop(result))
                 return
             responses: dict[str, Any] = {}
-            for key, request in _object(result.get("inputRequests")).items():
+            for key, request in json_object(result.get("inputRequests")).items():
                 responses[key] = await self._ask_desktop(request)
             params = dict(original)
             if responses:
@@ -285,7 +217,7 @@ class StatelessUpstream(TaskHost):
             request = build_request(request_id, method, params)
         except (ValueError, InvalidMessage):
             raise bad_response(f"The request {method} cannot be written as strict JSON.") from None
-        headers = self._headers(method, params)
+        headers = self.wire.headers(method, params)
         try:
             async with self.http.open("POST", body=request.raw, headers=headers, rpc_method=method,
                                       timeout=self.http.quiet_stream_timeout if quiet else None) as response:
@@ -295,7 +227,7 @@ class StatelessUpstream(TaskHost):
 
     async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A bridge-owned request; returns its result."""
-        answer = await self._exchange(self._own.new_id(), method, self._envelope(params))
+        answer = await self._exchange(self._own.new_id(), method, self.wire.envelope(params))
         return result_of(answer)
 
     # --- what streams back (the reader's sink) ----------------------------------------------------
@@ -307,13 +239,8 @@ class StatelessUpstream(TaskHost):
             return
         if message.method == "notifications/subscriptions/acknowledged":
             return
-        meta = message.params.get("_meta")
-        if isinstance(meta, dict) and any(k.startswith(_PROTOCOL_META) for k in meta):
-            # Stamps of the 2026 wire (the subscription id, the server info) mean nothing to the desktop.
-            params = {k: v for k, v in message.params.items() if k != "_meta"}
-            kept = {k: v for k, v in meta.items() if not k.startswith(_PROTOCOL_META)}
-            if kept:
-                params["_meta"] = kept
+        params = notification_params_for_desktop(message.params)
+        if params is not None:  # stamps of the 2026 wire (subscription id, server info) mean nothing to the desktop
             try:
                 message = Message.from_body({"jsonrpc": "2.0", "method": message.method, "params": params})
             except (ValueError, InvalidMessage):
@@ -327,37 +254,14 @@ class StatelessUpstream(TaskHost):
     def is_open(self, pending: Pending) -> bool:
         return self.sink.is_open(pending)
 
-    def _for_desktop(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Strip what a handshake-era result does not have."""
-        cleaned = {k: v for k, v in result.items() if k not in _RESULT_ONLY_FIELDS}
-        meta = cleaned.get("_meta")
-        if isinstance(meta, dict) and self._server_info_key in meta:
-            meta = {k: v for k, v in meta.items() if k != self._server_info_key}
-            if meta:
-                cleaned["_meta"] = meta
-            else:
-                cleaned.pop("_meta")
-        return cleaned
-
     async def _relearn_tools(self) -> None:
         cursor = None
         for _ in range(100):
             listed = await self._call("tools/list", {"cursor": cursor} if cursor else {})
-            self._learn_tool_headers(listed)
+            self.wire.learn_tool_headers(listed)
             cursor = listed.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:
                 return
-
-    def _learn_tool_headers(self, result: dict[str, Any]) -> None:
-        """Remember which tool arguments a `tools/call` must mirror as `Mcp-Param-*` headers."""
-        for tool in result.get("tools") or []:
-            if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                schema = tool.get("inputSchema")
-                try:
-                    if self._inbound.find_invalid_x_mcp_header(schema) is None:
-                        self._header_maps[tool["name"]] = self._inbound.x_mcp_header_map(schema)
-                except (TypeError, ValueError, AttributeError):
-                    continue
 
     # --- subscriptions ----------------------------------------------------------------------
 
@@ -392,7 +296,7 @@ class StatelessUpstream(TaskHost):
                 self._listen_scope = scope
                 try:
                     answer = await self._exchange(self._own.new_id(), "subscriptions/listen",
-                                                  self._envelope({"notifications": wanted}), quiet=True)
+                                                  self.wire.envelope({"notifications": wanted}), quiet=True)
                     if answer.kind is Kind.ERROR:
                         logger.warning("the remote refused subscriptions/listen: %s", answer.error.get("message"))
                         await self._listen_changed.wait()
