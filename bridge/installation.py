@@ -15,6 +15,7 @@ absolute path:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import sysconfig
@@ -72,13 +73,23 @@ def _script_path() -> Path | None:
     for name in (DISTRIBUTION, f"{DISTRIBUTION}.exe"):
         candidate = scripts / name
         if candidate.is_file():
-            return candidate.resolve()
+            return _absolute(candidate)
     return None
 
 
 def _is_uv_cache(prefix: Path) -> bool:
-    text = str(prefix).replace("\\", "/").lower()
-    return "/uv/archive-v" in text or "/uv/builds-v" in text or "/.cache/uv/" in text
+    """An environment in uv's cache: `~/.cache/uv/…`, or `…/uv/[cache/]archive-v0/…` (any OS)."""
+    text = "/" + str(prefix).replace("\\", "/").lower().strip("/") + "/"
+    if "/.cache/uv/" in text:
+        return True
+    _, found, after = text.partition("/uv/")
+    return bool(found) and any(part.startswith(("archive-v", "builds-v")) for part in after.split("/"))
+
+
+def _absolute(path: str | Path) -> Path:
+    """`path` made absolute without resolving symlinks: a venv's `python` must stay the venv's (resolving it
+    gives the base interpreter, without the bridge), and Homebrew's `uvx` must survive `brew upgrade`."""
+    return Path(os.path.abspath(path))
 
 
 def launch_command(launcher: Launcher = "auto", installation: Installation | None = None) -> LaunchCommand:
@@ -96,8 +107,8 @@ def launch_command(launcher: Launcher = "auto", installation: Installation | Non
             raise LookupError("uvx is not on PATH; install uv (https://docs.astral.sh/uv/) or use --launcher path")
         notes = ("the entry runs uvx by its absolute path: desktop clients do not read your shell profile",)
         if found.from_index or found.source is None:
-            return LaunchCommand(str(Path(uvx).resolve()), (DISTRIBUTION,), notes)
-        return LaunchCommand(str(Path(uvx).resolve()), ("--from", str(found.source), DISTRIBUTION),
+            return LaunchCommand(str(_absolute(uvx)), (DISTRIBUTION,), notes)
+        return LaunchCommand(str(_absolute(uvx)), ("--from", str(found.source), DISTRIBUTION),
                              (*notes, f"uvx builds the bridge from {found.source}; keep that path in place"))
     if found.ephemeral:
         raise LookupError("this bridge runs from uvx's cache, which may be cleaned up; use --launcher uvx")
@@ -105,5 +116,5 @@ def launch_command(launcher: Launcher = "auto", installation: Installation | Non
         return LaunchCommand(str(found.executable), (), (
             "the entry runs this installation by its absolute path: desktop clients do not read your shell "
             "profile; run `config` again if you move or reinstall it",))
-    return LaunchCommand(str(Path(sys.executable).resolve()), ("-m", "bridge"), (
+    return LaunchCommand(str(_absolute(sys.executable)), ("-m", "bridge"), (
         "the entry runs this Python by its absolute path with -m bridge",))
