@@ -249,3 +249,31 @@ def status_error(status: int, *, where: str, detail: str = "", retry_after: floa
 def bad_response(text: str, *, http_status: int | None = None) -> BridgeError:
     """The remote's answer was not valid MCP."""
     return BridgeError(BridgeErrorCode.BAD_RESPONSE, text, http_status=http_status)
+
+
+def management_message(error: BridgeError, name: str) -> str:
+    """What a failed call of the Server Management API (`servers …`, `name` like `servers/get`) tells the user."""
+    said = f" The API said: {error.detail}" if error.detail else ""
+    status = error.http_status
+    if status == 400:
+        text = f"The request was refused as invalid (HTTP 400).{said}"
+    elif status == 401:
+        text = ("The API key was rejected (HTTP 401): check ALLOY_API_KEY, and ALLOY_USER_ID / ALLOY_USER_TOKEN "
+                f"if you set them.{said}")
+    elif status == 403:
+        text = f"Not allowed (HTTP 403): the server belongs to another user, or your key is restricted.{said}"
+    elif status == 404:
+        text = (f"No such server (HTTP 404): check the id with `alloy-mcp-bridge servers list`.{said}"
+                if name != "servers/list" else f"No management API at that address (HTTP 404): check "
+                                               f"ALLOY_BASE_URL.{said}")
+    elif status == 409:
+        text = f"That name is taken (HTTP 409): server names are unique per user; choose another.{said}"
+    elif status == 429:
+        wait = f" Wait {error.retry_after:.0f} s." if error.retry_after is not None else " Wait a minute."
+        text = f"Rate limited (HTTP 429; 100 requests per minute) past the retry budget.{wait}{said}"
+    elif error.code == BridgeErrorCode.OUTCOME_UNKNOWN:
+        text = (f"The connection failed after the {name} request was sent; it may or may not have been done. "
+                "Check with `alloy-mcp-bridge servers list` before trying again.")
+    else:
+        text = error.message
+    return text

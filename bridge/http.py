@@ -198,6 +198,21 @@ class RemoteHttp:
                 rpc_method=rpc_method, location=self.secrets.shorten(location) if location else None,
             )
 
+    async def read_body(self, response: httpx2.Response, method: str | None = None) -> bytes:
+        """A whole (non-streaming) response body, within ALLOY_MAX_MESSAGE_BYTES; failures typed."""
+        limit = self.max_message_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self.too_large()
+                chunks.append(chunk)
+        except httpx2.HTTPError as exc:
+            raise self.lost(exc, method) from None
+        return b"".join(chunks)
+
     def enable_oauth(self) -> None:
         """Sign in with OAuth from now on (the SDK and the flow are imported only now)."""
         self._client.auth = self.auth.start()

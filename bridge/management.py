@@ -18,14 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import anyio
-import httpx2
-
-from bridge.errors import BridgeError, BridgeErrorCode, RemoteFailure
+from bridge.errors import BridgeError, RemoteFailure, management_message
 from bridge.http import RemoteHttp
 from bridge.messages import NotJson, decode_value
 
-_MAX_BODY = 10 * 1024 * 1024
 # The restriction categories: the flag's noun, the API's key, and the API's names for the two lists.
 CATEGORIES = (
     ("connector", "connectors", "allowedIds", "blockedIds"),
@@ -138,7 +134,14 @@ class ServerManagement:
         return _object(await self._call("PUT", _path(server_id), "servers/update", body))
 
     async def delete(self, server_id: str) -> dict[str, Any]:
-        return _object(await self._call("DELETE", _path(server_id), "servers/delete"))
+        """Delete; a 404 after a resent DELETE means an earlier attempt (whose answer was lost) did it."""
+        retries = self.http.stats.retries
+        try:
+            return _object(await self._call("DELETE", _path(server_id), "servers/delete"))
+        except ManagementError as error:
+            if error.http_status == 404 and self.http.stats.retries > retries:
+                return {}
+            raise
 
     async def _call(self, method: str, path: str, name: str, body: dict[str, Any] | None = None) -> Any:
         headers = {"accept": "application/json"}
@@ -149,10 +152,7 @@ class ServerManagement:
         try:
             async with self.http.open(method, url=self.base + path, body=content, headers=headers,
                                       rpc_method=name) as response:
-                try:
-                    raw = await _read(response)
-                except (httpx2.HTTPError, TimeoutError) as exc:
-                    raise _explain(self.http.lost(exc, name), name) from None
+                raw = await self.http.read_body(response, name)
         except BridgeError as error:
             raise _explain(error, name) from None
         except RemoteFailure as failure:
@@ -164,18 +164,6 @@ class ServerManagement:
         except NotJson:
             raise ManagementError(f"The management API answered {name} with something that is not JSON; is "
                                   "ALLOY_BASE_URL the Alloy MCP platform?") from None
-
-
-async def _read(response: Any) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    with anyio.fail_after(120):
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise ManagementError("The management API's answer is larger than 10 MiB; refused.")
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _path(server_id: str) -> str:
@@ -191,27 +179,4 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _explain(error: BridgeError, name: str) -> ManagementError:
-    said = f" The API said: {error.detail}" if error.detail else ""
-    status = error.http_status
-    if status == 400:
-        text = f"The request was refused as invalid (HTTP 400).{said}"
-    elif status == 401:
-        text = ("The API key was rejected (HTTP 401): check ALLOY_API_KEY, and ALLOY_USER_ID / ALLOY_USER_TOKEN "
-                f"if you set them.{said}")
-    elif status == 403:
-        text = f"Not allowed (HTTP 403): the server belongs to another user, or your key is restricted.{said}"
-    elif status == 404:
-        text = (f"No such server (HTTP 404): check the id with `alloy-mcp-bridge servers list`.{said}"
-                if name != "servers/list" else f"No management API at that address (HTTP 404): check "
-                                               f"ALLOY_BASE_URL.{said}")
-    elif status == 409:
-        text = f"That name is taken (HTTP 409): server names are unique per user; choose another.{said}"
-    elif status == 429:
-        wait = f" Wait {error.retry_after:.0f} s." if error.retry_after is not None else " Wait a minute."
-        text = f"Rate limited (HTTP 429; 100 requests per minute) past the retry budget.{wait}{said}"
-    elif error.code == BridgeErrorCode.OUTCOME_UNKNOWN:
-        text = (f"The connection failed after the {name} request was sent; it may or may not have been done. "
-                "Check with `alloy-mcp-bridge servers list` before trying again.")
-    else:
-        text = error.message
-    return ManagementError(text, status)
+    return ManagementError(management_message(error, name), error.http_status)

@@ -40,7 +40,9 @@ class Platform:
         self.ids = itertools.count(1)
         self.requests: list[dict[str, Any]] = []
         self.rate_limited = 0
+        self.limit_status = 429
         self.retry_after = "1"
+        self.lost_answers = 0  # deletions done whose answer is then lost (a 502 from a gateway)
 
     def user_of(self, request: Request) -> tuple[str | None, Response | None]:
         auth = request.headers.get("authorization", "")
@@ -89,7 +91,8 @@ def build_app(platform: Platform) -> Starlette:
                                   "userid": request.headers.get("x-alloy-userid")})
         if platform.rate_limited > 0:
             platform.rate_limited -= 1
-            return None, error(429, "Too many requests", {"retry-after": platform.retry_after})
+            return None, error(platform.limit_status, "Too many requests" if platform.limit_status == 429
+                               else "Service unavailable", {"retry-after": platform.retry_after})
         return platform.user_of(request)
 
     async def body_of(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
@@ -161,6 +164,9 @@ def build_app(platform: Platform) -> Starlette:
             return JSONResponse(public(server))
         if request.method == "DELETE":
             del platform.servers[server["serverId"]]
+            if platform.lost_answers > 0:
+                platform.lost_answers -= 1
+                return error(502, "Bad gateway")
             return JSONResponse({"message": "Server deleted successfully", "serverId": server["serverId"],
                                  "deletedAt": "now"})
         body, bad = await body_of(request)
@@ -185,11 +191,15 @@ def build_app(platform: Platform) -> Starlette:
         payload = json.loads(await request.body() or b"{}")
         if command == "rate_limit":
             platform.rate_limited = int(payload.get("times", 1))
+            platform.limit_status = int(payload.get("status", 429))
             platform.retry_after = str(payload.get("retry_after", "1"))
+        elif command == "lose_answers":
+            platform.lost_answers = int(payload.get("times", 1))
         elif command == "reset":
             platform.servers.clear()
             platform.requests.clear()
             platform.rate_limited = 0
+            platform.lost_answers = 0
         return JSONResponse({"requests": platform.requests,
                              # The test's own view: the owner and the issued token too (the API never lists them).
                              "servers": {k: public(v) | {"owner": v["owner"], "accessToken": v["accessToken"]}

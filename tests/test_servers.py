@@ -248,3 +248,18 @@ def test_every_servers_action_has_help_with_an_example():
         result = subprocess.run([sys.executable, "-m", "bridge", "servers", action, "--help"], capture_output=True,
                                 text=True, timeout=30, cwd=ROOT)
         assert result.returncode == 0 and "example:" in result.stdout, action
+
+
+def test_a_503_with_retry_after_is_retried_like_a_429(platform):
+    platform.control("rate_limit", times=1, status=503, retry_after="1")
+    result = servers(platform, "list")
+    assert result.returncode == 0, result.stderr
+    assert len([r for r in platform.control("state")["requests"] if r["path"] == "/api/servers"]) == 2
+
+
+def test_a_delete_whose_answer_was_lost_and_then_404s_when_resent_counts_as_deleted(platform):
+    server = create(platform, "flaky-gateway")
+    platform.control("lose_answers", times=1)
+    result = servers(platform, "delete", server["serverId"], "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "deleted" in result.stdout.lower() and platform.control("state")["servers"] == {}

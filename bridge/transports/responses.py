@@ -88,7 +88,7 @@ class ResponseReader:
         if content_type == "text/event-stream":
             await self.follow_events(response, None)
         elif content_type == "application/json":
-            body = await self.read_body(response)
+            body = await self.http.read_body(response)
             if body.strip():
                 for message in parse_remote(body):
                     await self._deliver_remote(message, None, True)
@@ -121,7 +121,7 @@ class ResponseReader:
         if response.status_code == 202:
             raise bad_response(f"The remote accepted {pending.method} (HTTP 202) but sent no answer.", http_status=202)
         if content_type == "application/json":
-            body = await self.read_body(response, pending.method)
+            body = await self.http.read_body(response, pending.method)
             answer: Message | None = None
             for message in parse_remote(body):
                 if await self._deliver_remote(message, pending, deliver_answer):
@@ -255,18 +255,3 @@ class ResponseReader:
             return False
         await self.sink.deliver(message)
         return False
-
-    async def read_body(self, response: httpx2.Response, method: str | None = None) -> bytes:
-        limit = self.http.max_message_bytes
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise self.http.too_large()
-                chunks.append(chunk)
-        except httpx2.HTTPError as exc:
-            raise self.http.lost(exc, method) from None
-        return b"".join(chunks)
-
