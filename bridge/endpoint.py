@@ -18,6 +18,8 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 from bridge.secret_sources import read_secret_file
 from bridge.settings import BridgeSettings, ConfigError
 
+# A run of 16+ letters and digits, both present: a random token, not a word or a dashed id.
+_TOKEN_RUN = re.compile(r"(?=[A-Za-z_]*[0-9])(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{16,}")
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~\-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ALLOY_PATH = re.compile(r"^(?P<prefix>.*?/mcp)/(?P<server>[^/]+)(?:/(?P<token>[^/]+))?/?$")
@@ -74,9 +76,12 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
         secrets.append(read_secret_file(settings.user_token_file))
 
     url, url_token, written_token = _endpoint_url(settings)
+    parts = urlsplit(url)
+    hidden_segments = [] if url_token else _token_segments(parts.path)
     if url_token:
         secrets += [url_token, written_token]
-    parts = urlsplit(url)
+    for segment in hidden_segments:
+        secrets += [segment, unquote(segment)]
     for _, value in _query_pairs(parts.query):
         if len(value) >= 4:
             secrets += [value, unquote(value)]
@@ -104,7 +109,7 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
             "No credentials configured (ALLOY_API_KEY or a token URL); Alloy will answer 401 Unauthorized."
         )
 
-    display = _display_url(parts, written_token if url_token else None)
+    display = _display_url(parts, [written_token] if url_token else hidden_segments)
     return Endpoint(url=url, headers=headers, secrets=_distinct(secrets), display_url=display,
                     warnings=tuple(warnings), has_url_token=bool(url_token))
 
@@ -303,11 +308,18 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _display_url(parts: SplitResult, written_token: str | None) -> str:
-    """The endpoint URL with its token segment and query values masked, for logs and messages."""
+def _token_segments(path: str) -> list[str]:
+    """Path segments shaped like a secret (a token URL that is not Alloy's, e.g. `/api/mcp/s/<token>/mcp`):
+    a run of 16+ letters and digits mixed. When in doubt, hide."""
+    return [segment for segment in path.split("/") if any(
+        _TOKEN_RUN.fullmatch(run) for run in re.findall(r"[A-Za-z0-9_]{16,}", segment))]
+
+
+def _display_url(parts: SplitResult, written_tokens: list[str]) -> str:
+    """The endpoint URL with its token segments and query values masked, for logs and messages."""
     path = parts.path
-    if written_token:
-        head, found, tail = path.rpartition("/" + written_token)
+    for written in written_tokens:
+        head, found, tail = path.rpartition("/" + written)
         if found:
             path = head + "/***" + tail
     query = "&".join(f"{key}=***" for key, _ in _query_pairs(parts.query))

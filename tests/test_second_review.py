@@ -208,3 +208,15 @@ async def test_a_tools_call_without_a_string_name_is_refused_with_a_reason_by_th
         assert "params.name" in error["message"] and not error["message"].endswith(": .")
         assert not remote.received("POST", "tools/call"), "the call reached the remote"
         assert await d.finish() == 0
+
+
+async def test_a_token_in_the_path_of_a_non_alloy_url_is_masked_in_logs_and_errors(tmp_path):
+    secret = "ZAPSECRET0123456789abcdef"
+    async with HostileRemote(path=f"/api/mcp/s/{secret}/mcp") as remote, \
+            desktop(tmp_path, env_for(remote.url, ALLOY_API_KEY=None, ALLOY_USER_ID=None, ALLOY_OAUTH="off",
+                                      ALLOY_LOG_LEVEL="debug")) as d:
+        remote.on("POST", "initialize", Reply(404, [("Content-Type", "text/plain")], b"gone"))
+        error = assert_error(await d.initialize(), -32055)
+        assert "/api/mcp/s/***/mcp" in error["message"]
+        assert await d.finish() == 0
+    assert secret not in d.stderr and secret not in bytes(d.stdout).decode()
