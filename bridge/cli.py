@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from bridge import __version__
+from bridge.commands.options import CONFIG_OPTIONS, SERVERS_VALUE_FLAGS
 from bridge.settings import describe, env_name, flag_name, is_flag, overrides_from, setting_names
 
 PROG = "alloy-mcp-bridge"
@@ -45,22 +46,7 @@ COMMANDS: dict[str, Command] = {
         "print (or install) the client config entry that starts this bridge with the current settings",
         "alloy-mcp-bridge config claude-desktop --install",
         positionals=(("client", "claude-desktop, claude-code, cursor, vscode, windsurf, zed, gemini-cli or codex"),),
-        options=(
-            (("--name",), {"default": "alloy", "metavar": "NAME", "help": "the entry's name (default: alloy)"}),
-            (("--include-secrets",), {"action": "store_true",
-                                      "help": "print secret values instead of placeholders"}),
-            (("--install",), {"action": "store_true",
-                              "help": "merge the entry into the client's config file (secrets included)"}),
-            (("--no-secrets",), {"action": "store_true",
-                                 "help": "with --install: write placeholders (VS Code: prompts) for secrets"}),
-            (("--force",), {"action": "store_true", "help": "with --install: replace an entry of the same name"}),
-            (("--dry-run",), {"action": "store_true",
-                              "help": "with --install: print the diff of what would change, write nothing"}),
-            (("--config-path",), {"metavar": "PATH", "help": "with --install: the config file to merge into"}),
-            (("--launcher",), {"choices": ("auto", "uvx", "path"), "default": "auto",
-                               "help": "how the entry starts the bridge: uvx, or this installation's path "
-                                       "(default: auto)"}),
-        ),
+        options=CONFIG_OPTIONS,
     ),
     "servers": Command(
         "manage Alloy MCP servers: list, get, create, update, delete, connect",
@@ -102,7 +88,7 @@ def _known_flags() -> set[str]:
 
 
 def _value_flags() -> set[str]:
-    flags = {"--env-file", "--description", "--instructions", "--token-days", "--restrictions-file"}
+    flags = {"--env-file", *SERVERS_VALUE_FLAGS}
     flags |= {flag_name(name) for name in setting_names() if not is_flag(name)}
     for command in COMMANDS.values():
         for names, options in command.options:

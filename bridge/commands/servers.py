@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from bridge.commands.options import CONFIG_OPTIONS
 from bridge.endpoint import resolve_management_endpoint
 from bridge.http import remote_http
 from bridge.logs import SecretList, configure_logging
@@ -74,9 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser, parser_class: type[argparse.A
     connect.add_argument("id", help="server id")
     connect.add_argument("client", help="claude-desktop, claude-code, cursor, vscode, windsurf, zed, gemini-cli "
                                         "or codex")
-    from bridge.cli import COMMANDS
-
-    for names, options in COMMANDS["config"].options:
+    for names, options in CONFIG_OPTIONS:
         if names == ("--name",):
             options = {**options, "default": None, "help": "the entry's name (default: alloy-<server name>)"}
         connect.add_argument(*names, **options)
