@@ -9,7 +9,6 @@ server entry. Sources (each client's documentation or source code) are in
 from __future__ import annotations
 
 import glob
-import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -153,16 +152,6 @@ CLIENTS: dict[str, ClientSpec] = {spec.name: spec for spec in (
     ClientSpec("gemini-cli", "Gemini CLI", "json", "mcpServers", _gemini),
     ClientSpec("codex", "Codex", "toml", "mcp_servers", _codex),
 )}
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def toml_key(name: str) -> str:
-    """A TOML key for a server name: bare when it can be, quoted otherwise."""
-    if _BARE_KEY.match(name):
-        return name
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
 
 def claude_add_command(server: ServerEntry) -> str:
     """The `claude mcp add` line for Claude Code: one line, shell-quoted, the name before `-e` (which is

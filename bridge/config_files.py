@@ -119,6 +119,14 @@ def _merge_toml(spec: ClientSpec, path: Path, before: str | None, server: Server
         raise ConfigFileError(
             f"{path} already has an entry named {server.name!r} that differs ({_differences(plain, entry)}); "
             "use --force to replace it, or --name to add another.")
+    servers[server.name] = toml_table(entry)
+    return tomlkit.dumps(document), replaced
+
+
+def toml_table(entry: dict[str, Any]) -> Any:
+    """A client entry as a TOML table (`command`, `args`, then an `[….env]` sub-table)."""
+    import tomlkit
+
     table = tomlkit.table()
     table["command"] = entry["command"]
     table["args"] = entry["args"]
@@ -126,8 +134,7 @@ def _merge_toml(spec: ClientSpec, path: Path, before: str | None, server: Server
     for name, value in entry["env"].items():
         env[name] = value
     table["env"] = env
-    servers[server.name] = table
-    return tomlkit.dumps(document), replaced
+    return table
 
 
 def previous_entry(spec: ClientSpec, change: Change, name: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import tomllib
 
 import pytest
 
@@ -220,3 +221,10 @@ async def test_a_token_in_the_path_of_a_non_alloy_url_is_masked_in_logs_and_erro
         assert "/api/mcp/s/***/mcp" in error["message"]
         assert await d.finish() == 0
     assert secret not in d.stderr and secret not in bytes(d.stdout).decode()
+
+
+def test_a_codex_entry_is_valid_toml_whatever_the_name(remote):
+    result = run_cli("config", "codex", "--name", 'crm "prod" ✓', env=alloy_env(remote))
+    assert result.returncode == 0, result.stderr
+    entry = tomllib.loads(result.stdout)["mcp_servers"]['crm "prod" ✓']
+    assert entry["command"] and entry["env"]["ALLOY_API_KEY"] == "<ALLOY_API_KEY>"

@@ -32,9 +32,16 @@ from bridge.client_configs import (
     ServerEntry,
     claude_add_command,
     placeholder,
-    toml_key,
 )
-from bridge.config_files import ConfigFileError, UnmergeableConfigFile, apply, plan, previous_entry, unified_diff
+from bridge.config_files import (
+    ConfigFileError,
+    UnmergeableConfigFile,
+    apply,
+    plan,
+    previous_entry,
+    toml_table,
+    unified_diff,
+)
 from bridge.endpoint import Endpoint
 from bridge.installation import LaunchCommand, launch_command
 from bridge.settings import BridgeSettings, describe, env_name, overrides_from
@@ -116,10 +123,13 @@ def render(spec: ClientSpec, server: ServerEntry) -> str:
     if spec.name == "claude-code":
         return claude_add_command(server)
     if spec.format == "toml":
-        lines = [f"[{spec.key}.{toml_key(server.name)}]", f"command = {json.dumps(server.command)}",
-                 f"args = {json.dumps(list(server.args))}", "", f"[{spec.key}.{toml_key(server.name)}.env]"]
-        lines += [f"{toml_key(key)} = {json.dumps(value)}" for key, value in server.env.items()]
-        return "\n".join(lines)
+        import tomlkit
+
+        document = tomlkit.document()
+        servers = tomlkit.table(is_super_table=True)
+        servers[server.name] = toml_table(spec.entry(server))
+        document[spec.key] = servers
+        return tomlkit.dumps(document).strip()
     return json.dumps(spec.document(server), indent=2, ensure_ascii=False)
 
 
