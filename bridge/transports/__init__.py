@@ -4,7 +4,8 @@
 |---|---|
 | `base.py` | the contract (`Upstream`, `Sink`) and `TaskHost`, the shared task and failure handling |
 | `selection.py` | which transport serves the session (`ALLOY_TRANSPORT`, fallbacks) |
-| `streamable_http.py` | Streamable HTTP: sessions, the GET stream, expiry and resumption |
+| `streamable_http.py` | Streamable HTTP: sessions, expiry and re-opening, resumption |
+| `server_stream.py` | Streamable HTTP's server-to-client GET stream, kept open for the session |
 | `legacy_sse.py` | the 2024-11-05 HTTP+SSE transport |
 | `stateless.py` | the 2026-07-28 (stateless) revision, adapted for a handshake-era desktop |
 | `modern_wire.py` | the 2026-07-28 wire translated: envelope, routing headers, what the desktop must not see |

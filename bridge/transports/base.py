@@ -79,6 +79,16 @@ class TaskHost:
             task_status.started()
             await anyio.sleep_forever()
 
+    @property
+    def closed(self) -> bool:
+        """`stop_tasks()` has run: nothing new starts."""
+        return self._closed
+
+    @property
+    def can_spawn(self) -> bool:
+        """`run()` has started: background tasks may be spawned."""
+        return self._tg is not None
+
     def stop_tasks(self) -> None:
         """Mark closed and cancel every task this upstream started."""
         self._closed = True

@@ -15,8 +15,8 @@ everything the remote says back to the relay. It owns the session:
   notices. Concurrent 404s share one re-initialization; new sessions that keep
   failing are paced (`retry.SessionPacer`); a replay that negotiates another
   protocol version is a lost session; a session the bridge gives up is DELETEd.
-- The GET stream for server-initiated messages is supervised: re-opened with
-  backoff (and `Last-Event-ID`) whenever it drops.
+- The GET stream for server-initiated messages is supervised (`server_stream.py`):
+  re-opened with backoff (and `Last-Event-ID`) whenever it drops.
 - A response stream that drops is resumed with `Last-Event-ID` when the remote
   gave event ids; otherwise the request fails — "outcome unknown" for anything
   that may have run.
@@ -44,17 +44,17 @@ from bridge.errors import (
 from bridge.http import SESSION_HEADER, RemoteHttp
 from bridge.inflight import Pending
 from bridge.messages import Kind, Message, build_notification
-from bridge.retry import SESSION_RESENDS, Backoff, SessionPacer
+from bridge.retry import SESSION_RESENDS, SessionPacer
 from bridge.transports.base import Sink, TaskHost
 from bridge.transports.replies import Replies, result_of
-from bridge.transports.responses import LAST_EVENT_ID, ResponseReader, media_type
+from bridge.transports.responses import ResponseReader
+from bridge.transports.server_stream import ServerStream
 from bridge.transports.session import Gate, SessionState, valid_session_id
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 _SESSION_HEADER_BYTES = SESSION_HEADER.encode("ascii")
-_LISTENER_WAIT = 1.0  # seconds requests after `notifications/initialized` wait for the GET stream to open
 # The desktop's `initialize` was refused (404/405, or a JSON-RPC error such as -32022): True means another
 # transport or protocol adapter took the request over.
 RefusalHandler = Callable[[Pending, RemoteFailure], Awaitable[bool]]
@@ -74,14 +74,13 @@ class StreamableHttpUpstream(TaskHost):
         self.protocol_version: str | None = None
         self.state = SessionState()
         self.gate = Gate()
-        self._generation = 0  # bumped by every session opened (or attempted) by the bridge or the desktop
-        self._epoch = 0  # bumped by every desktop `initialize`: the desktop starting over beats any re-opening
+        self.generation = 0  # bumped by every session opened (or attempted) by the bridge or the desktop
+        self.epoch = 0  # bumped by every desktop `initialize`: the desktop starting over beats any re-opening
         self._lost: str | None = None  # why the session is gone (None: usable, or not opened yet)
         self._reinit_lock = anyio.Lock()
         self._pacer = SessionPacer()
         self._own = Replies()
-        self._listener_scope: anyio.CancelScope | None = None
-        self._listening = False
+        self.server_stream = ServerStream(self)
         self._on_refused_initialize = on_refused_initialize
         self._on_initialize_settled = on_initialize_settled
 
@@ -91,7 +90,7 @@ class StreamableHttpUpstream(TaskHost):
         """End the remote session (HTTP DELETE), bounded so shutdown stays fast."""
         self.stop_tasks()
         if self.session_id:
-            await self.http.end_session(self._headers())
+            await self.http.end_session(self.headers())
 
     # --- the desktop's messages ------------------------------------------------------------
 
@@ -101,7 +100,7 @@ class StreamableHttpUpstream(TaskHost):
         ticket = self.gate.ticket()
         if pending is not None:
             if pending.method == "initialize":
-                self._epoch += 1
+                self.epoch += 1
                 self.spawn_request(pending, self._initialize, self.gate.hold())
             else:
                 self.spawn_request(pending, self._forward_request, ticket)
@@ -109,7 +108,7 @@ class StreamableHttpUpstream(TaskHost):
         hold = self.gate.hold() if message.method == "notifications/initialized" else None
         self.spawn_one_way(message, self._send_one_way, ticket, hold)
 
-    def _headers(self, *, with_session: bool = True) -> dict[str, str]:
+    def headers(self, *, with_session: bool = True) -> dict[str, str]:
         headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
         if with_session and self.session_id:
             headers[SESSION_HEADER] = self.session_id
@@ -124,19 +123,19 @@ class StreamableHttpUpstream(TaskHost):
         try:
             while True:
                 if self._lost is not None:
-                    await self._reinitialize(self._generation, self._epoch)
+                    await self.reinitialize(self.generation, self.epoch)
                     if self._lost is not None:
                         raise BridgeError(
                             BridgeErrorCode.SESSION_LOST,
                             f"The remote session ended and could not be re-established: {self._lost}. "
                             "The next request tries again.",
                         )
-                generation, epoch = self._generation, self._epoch
+                generation, epoch = self.generation, self.epoch
                 try:
                     async with self.http.open(
-                        "POST", body=message.raw, headers=self._headers(), rpc_method=message.method
+                        "POST", body=message.raw, headers=self.headers(), rpc_method=message.method
                     ) as response:
-                        answer = await self.reader.read_answer(response, pending, self._headers)
+                        answer = await self.reader.read_answer(response, pending, self.headers)
                     self._pacer.proven()
                     self.state.confirm(pending, answer)
                     return
@@ -146,7 +145,7 @@ class StreamableHttpUpstream(TaskHost):
                             f"The remote keeps refusing the session for {message.method}, even a new one."
                         ) from None
                     logger.info("remote session expired (HTTP 404 to %s); opening a new one", message.method)
-                    await self._reinitialize(generation, epoch)
+                    await self.reinitialize(generation, epoch)
                     await self.gate.wait()  # a desktop `initialize` under way brings the session to resend on
                     pending.resent += 1
                 except ConnectionDropped:
@@ -168,7 +167,7 @@ class StreamableHttpUpstream(TaskHost):
         try:
             if self.session_id is not None:
                 # The desktop started over: end the session it leaves behind (best effort, in the background).
-                self.spawn(self.http.end_session, self._headers())
+                self.spawn(self.http.end_session, self.headers())
             self.session_id = None
             self.protocol_version = None
             self._lost = None
@@ -197,17 +196,17 @@ class StreamableHttpUpstream(TaskHost):
 
     async def _open_session(self, pending: Pending) -> None:
         async with self.http.open(
-            "POST", body=pending.message.raw, headers=self._headers(with_session=False), rpc_method="initialize"
+            "POST", body=pending.message.raw, headers=self.headers(with_session=False), rpc_method="initialize"
         ) as response:
             session_id = self._session_id_of(response)
-            answer = await self.reader.read_answer(response, pending, self._headers)
+            answer = await self.reader.read_answer(response, pending, self.headers)
         if answer is None:
             return
         self.session_id = session_id
         result = answer.result if answer.kind is Kind.RESPONSE else None
         if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
             self.protocol_version = result["protocolVersion"]
-        self._generation += 1
+        self.generation += 1
         logger.info(
             "connected to %s (protocol %s%s)",
             self.http.endpoint.display_url,
@@ -238,15 +237,15 @@ class StreamableHttpUpstream(TaskHost):
             nonlocal handed
             if hold is not None and not handed:
                 handed = True
-                self._start_listener(opened=lambda: self.gate.release(hold), after=hold)
-                self.spawn(self._release_later, hold)
+                self.server_stream.start(opened=lambda: self.gate.release(hold), after=hold)
+                self.spawn(self.server_stream.hold_back_at_most, hold)
 
         try:
             await self.gate.wait(ticket)
-            generation, epoch = self._generation, self._epoch
+            generation, epoch = self.generation, self.epoch
             try:
                 async with self.http.open(
-                    "POST", body=message.raw, headers=self._headers(), rpc_method=message.method,
+                    "POST", body=message.raw, headers=self.headers(), rpc_method=message.method,
                     on_sent=sent if hold is not None else None,
                 ) as response:
                     sent()  # a transport without the trace hook: accepted means sent
@@ -254,106 +253,19 @@ class StreamableHttpUpstream(TaskHost):
             except SessionExpired:
                 logger.info("remote session expired (HTTP 404 to %s); opening a new one",
                             message.method or "an answer")
-                await self._reinitialize(generation, epoch)
+                await self.reinitialize(generation, epoch)
         finally:
             if hold is not None and not handed:
                 self.gate.release(hold)
             if message.method == "notifications/initialized" and not handed:
-                self._start_listener()  # not sent, or sent without the trace hook: open the stream anyway
-
-    async def _release_later(self, hold: int) -> None:
-        """A server-to-client stream that is slow to open holds the desktop back for a second at most."""
-        await anyio.sleep(min(self.http.connect_timeout, _LISTENER_WAIT))
-        self.gate.release(hold)
-
-    # --- the GET stream ----------------------------------------------------------------------
-
-    def _start_listener(self, opened: Callable[[], None] | None = None, after: int | None = None) -> None:
-        """Open the server-to-client stream unless it is open; `opened` is called once it is (or cannot be).
-
-        `after`: the gate hold the stream must not wait for (the one waiting for it).
-        """
-        if self._listening or self._tg is None or not self.session_id or self._closed:
-            if opened is not None:
-                opened()
-            return
-        self._listening = True
-        self.spawn(self._listen, opened, after)
-
-    async def _listen(self, opened: Callable[[], None] | None = None, after: int | None = None) -> None:
-        """Keep the server-to-client stream open for the life of the session."""
-        backoff = Backoff()
-        expiries = 0
-        last_event_id: str | None = None
-        generation = self._generation
-        try:
-            while not self._closed:
-                await self.gate.wait(after)
-                after = None
-                if not self.session_id:
-                    return
-                if generation != self._generation:
-                    generation, last_event_id = self._generation, None
-                headers = self._headers()
-                headers["accept"] = "text/event-stream"
-                if last_event_id:
-                    headers[LAST_EVENT_ID] = last_event_id
-                try:
-                    with anyio.CancelScope() as scope:
-                        self._listener_scope = scope
-                        async with self.http.open(
-                            "GET", headers=headers, timeout=self.http.quiet_stream_timeout
-                        ) as response:
-                            if opened is not None:
-                                opened()
-                                opened = None
-                            if media_type(response) != "text/event-stream":
-                                logger.info("the remote offers no server-to-client stream (GET answered %s)",
-                                            response.status_code)
-                                return
-                            logger.debug("server-to-client stream open")
-                            backoff.reset()
-                            expiries = 0
-                            outcome = await self.reader.follow_events(response, None)
-                            last_event_id = outcome.last_event_id or last_event_id
-                            if outcome.error is not None and not isinstance(outcome.error, httpx2.ReadTimeout):
-                                logger.info("server-to-client stream dropped (%s); re-opening",
-                                            type(outcome.error).__name__)
-                    if scope.cancelled_caught:
-                        continue
-                except SessionExpired:
-                    await self._reinitialize(generation, self._epoch)
-                    expiries += 1
-                    if expiries < 2:
-                        continue  # once is an ordinary expiry; again and again means back off
-                except RemoteRpcError as refused:
-                    if refused.http_status in (404, 405):
-                        logger.info("the remote offers no server-to-client stream (%s)", refused.reason)
-                        return
-                    logger.info("server-to-client stream refused: %s", refused.reason)
-                except BridgeError as error:
-                    if error.http_status == 405:
-                        logger.info("the remote offers no server-to-client stream (GET not allowed)")
-                        return
-                    logger.info("server-to-client stream unavailable: %s", error.message)
-                except Exception:  # the listener must never take the bridge down
-                    logger.exception("server-to-client stream failed; re-opening")
-                if opened is not None:
-                    opened()
-                    opened = None
-                await anyio.sleep(backoff.next_delay())
-        finally:
-            if opened is not None:
-                opened()
-            self._listening = False
-            self._listener_scope = None
+                self.server_stream.start()  # not sent, or sent without the trace hook: open the stream anyway
 
     # --- session re-initialization -------------------------------------------------------
 
-    async def _reinitialize(self, generation: int, epoch: int) -> None:
+    async def reinitialize(self, generation: int, epoch: int) -> None:
         """Open a new session replaying the desktop's handshake; one run per expiry, shared by all."""
         async with self._reinit_lock:
-            if generation != self._generation or epoch != self._epoch:
+            if generation != self.generation or epoch != self.epoch:
                 return  # another task re-opened (or tried to) since, or the desktop started over
             if self.state.init_params is None:
                 self._lost = "the desktop never initialized it"
@@ -369,18 +281,15 @@ class StreamableHttpUpstream(TaskHost):
                     self._lost = None
                     logger.info("opened a new remote session; restored %s", self.state.describe())
             except RemoteFailure as failure:
-                if epoch != self._epoch:
+                if epoch != self.epoch:
                     logger.info("a session re-opening failed, but the desktop has started a new one meanwhile")
                     return
                 self._lost = failure.reason
                 logger.error("could not re-open the remote session: %s", self._lost)
             finally:
-                self._generation += 1
+                self.generation += 1
                 self.gate.release(hold)
-            if self._listener_scope is not None:
-                self._listener_scope.cancel()
-            elif self.state.initialized:
-                self._start_listener()
+            self.server_stream.reopen(start=self.state.initialized)
 
     async def _replay_session(self, epoch: int) -> bool:
         """The desktop's `initialize` again, under the bridge's id, then what the remote had accepted.
@@ -391,14 +300,14 @@ class StreamableHttpUpstream(TaskHost):
         # The old session id stays until the new one is known: a request that slips out with it
         # meanwhile gets a 404 and is resent after this re-initialization.
         result, session_id = await self._call_with_session("initialize", self.state.init_params, with_session=False)
-        if epoch != self._epoch:
+        if epoch != self.epoch:
             if session_id:
-                self.spawn(self.http.end_session, {**self._headers(with_session=False), SESSION_HEADER: session_id})
+                self.spawn(self.http.end_session, {**self.headers(with_session=False), SESSION_HEADER: session_id})
             return False
         version = result.get("protocolVersion")
         if self.protocol_version is not None and version != self.protocol_version:
             if session_id:
-                self.spawn(self.http.end_session, {**self._headers(with_session=False), SESSION_HEADER: session_id})
+                self.spawn(self.http.end_session, {**self.headers(with_session=False), SESSION_HEADER: session_id})
             raise BridgeError(
                 BridgeErrorCode.SESSION_LOST,
                 f"the new session negotiated protocol {version!r} instead of {self.protocol_version!r}",
@@ -415,7 +324,7 @@ class StreamableHttpUpstream(TaskHost):
                                  with_session: bool = True) -> tuple[dict[str, Any], str | None]:
         """A bridge-owned request: its answer is consumed here, never shown to the desktop."""
         request = self._own.request(method, params)
-        headers = self._headers(with_session=with_session)
+        headers = self.headers(with_session=with_session)
         async with self.http.open("POST", body=request.raw, headers=headers, rpc_method=method) as response:
             session_id = self._session_id_of(response) or (self.session_id if with_session else None)
             answer = await self.reader.fetch_answer(response, request, lambda: dict(headers))
@@ -423,5 +332,5 @@ class StreamableHttpUpstream(TaskHost):
 
     async def _notify(self, method: str) -> None:
         body = build_notification(method).raw
-        async with self.http.open("POST", body=body, headers=self._headers(), rpc_method=method) as response:
+        async with self.http.open("POST", body=body, headers=self.headers(), rpc_method=method) as response:
             await self.reader.drain_one_way(response)
