@@ -35,7 +35,7 @@ from bridge.errors import (
 from bridge.http_client import MAX_CONNECTIONS, build_client, direct_transport, tls_context
 from bridge.logs import SecretList
 from bridge.pacing import Pacer, parse_rate_limit
-from bridge.retry import RetryPolicy, is_idempotent, parse_retry_after
+from bridge.retry import RetryPolicy, RetryState, is_idempotent, parse_retry_after
 from bridge.settings import BridgeSettings
 from bridge.stats import SessionStats
 
@@ -197,6 +197,16 @@ class RemoteHttp:
                 status, where=self.endpoint.display_url, detail=self._detail(raw), retry_after=retry_after,
                 rpc_method=rpc_method, location=self.secrets.shorten(location) if location else None,
             )
+
+    async def wait_to_resend(self, drops: RetryState, method: str | None, *, still_wanted: bool) -> bool:
+        """After a connection dropped under `method`: wait and return True when retry.py lets it be resent."""
+        delay = self.policy.delay_after_drop(drops, method) if still_wanted else None
+        if delay is None:
+            return False
+        logger.info("connection dropped during %s; resending it in %.1fs (safe to repeat)", method, delay)
+        self.stats.retries += 1
+        await anyio.sleep(delay)
+        return True
 
     async def read_body(self, response: httpx2.Response, method: str | None = None) -> bytes:
         """A whole (non-streaming) response body, within ALLOY_MAX_MESSAGE_BYTES; failures typed."""

@@ -239,13 +239,8 @@ class LegacySseUpstream(TaskHost):
                     return
                 if outcome == "timeout":
                     raise self.http.lost(TimeoutError(), pending.method)
-                delay = self.http.policy.delay_after_drop(drops, pending.method)
-                if delay is None or not self.sink.is_open(pending):
+                if not await self.http.wait_to_resend(drops, pending.method, still_wanted=self.sink.is_open(pending)):
                     raise self.http.lost(_STREAM_DROPPED, pending.method)
-                logger.info("resending %s in %.1fs after the event stream dropped (safe to repeat)",
-                            pending.method, delay)
-                self.http.stats.retries += 1
-                await anyio.sleep(delay)
         finally:
             self.state.forget(pending)
             if hold is not None:

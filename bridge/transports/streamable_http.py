@@ -149,13 +149,9 @@ class StreamableHttpUpstream(TaskHost):
                     await self.gate.wait()  # a desktop `initialize` under way brings the session to resend on
                     pending.resent += 1
                 except ConnectionDropped:
-                    delay = self.http.policy.delay_after_drop(drops, message.method)
-                    if delay is None or not self.sink.is_open(pending):
+                    if not await self.http.wait_to_resend(drops, message.method,
+                                                          still_wanted=self.sink.is_open(pending)):
                         raise
-                    logger.info("connection dropped during %s; resending it in %.1fs (safe to repeat)",
-                                message.method, delay)
-                    self.http.stats.retries += 1
-                    await anyio.sleep(delay)
         finally:
             self.state.forget(pending)
 
@@ -177,11 +173,8 @@ class StreamableHttpUpstream(TaskHost):
                     await self._open_session(pending)
                     return
                 except ConnectionDropped:
-                    delay = self.http.policy.delay_after_drop(drops, "initialize")
-                    if delay is None or not self.sink.is_open(pending):
+                    if not await self.http.wait_to_resend(drops, "initialize", still_wanted=self.sink.is_open(pending)):
                         raise
-                    logger.info("connection dropped during initialize; sending it again in %.1fs", delay)
-                    await anyio.sleep(delay)
         except (RemoteRpcError, BridgeError) as refused:
             status = refused.http_status
             if (self._on_refused_initialize is not None
