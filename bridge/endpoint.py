@@ -15,8 +15,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
-from bridge.secret_sources import read_secret_file
-from bridge.settings import BridgeSettings, ConfigError
+from bridge.settings import BridgeSettings, ConfigError, read_file_setting
 
 # A run of 16+ letters and digits, both present: a random token, not a word or a dashed id.
 _TOKEN_RUN = re.compile(r"(?=[A-Za-z_]*[0-9])(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{16,}")
@@ -73,7 +72,7 @@ def resolve_endpoint(settings: BridgeSettings) -> Endpoint:
             _check_header_safe(name, value.get_secret_value(), secret=True)
             secrets.append(value.get_secret_value())
     if settings.user_token_file is not None:
-        secrets.append(read_secret_file(settings.user_token_file))
+        secrets.append(read_file_setting("user_token_file", settings.user_token_file))
 
     url, url_token, written_token = _endpoint_url(settings)
     parts = urlsplit(url)
@@ -141,7 +140,7 @@ def resolve_management_endpoint(settings: BridgeSettings) -> Endpoint:
         headers["x-alloy-user-token"] = settings.user_token.get_secret_value()
         secrets.append(settings.user_token.get_secret_value())
     if settings.user_token_file is not None:
-        secrets.append(read_secret_file(settings.user_token_file))
+        secrets.append(read_file_setting("user_token_file", settings.user_token_file))
     return Endpoint(url=url, headers=headers, secrets=_distinct(secrets), display_url=url)
 
 

@@ -14,7 +14,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 COMMAND_TIMEOUT = 30.0
@@ -78,9 +77,3 @@ def jwt_expiry(token: str) -> float | None:
         return None
     exp = payload.get("exp") if isinstance(payload, dict) else None
     return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
-
-
-def seconds_left(token: str) -> float | None:
-    """How long a JWT stays valid, or None when it is not a JWT with `exp`."""
-    exp = jwt_expiry(token)
-    return None if exp is None else exp - time.time()

@@ -270,7 +270,7 @@ def resolve_secrets(settings: BridgeSettings, *, run_commands: bool = True) -> B
     for name, file_field, command_field in SECRET_SOURCES:
         path = getattr(settings, file_field)
         if path is not None and name != "user_token":
-            update[name] = SecretStr(_read_file_setting(file_field, path))
+            update[name] = SecretStr(read_file_setting(file_field, path))
         command = getattr(settings, command_field) if command_field else None
         if command is not None and run_commands:
             try:
@@ -280,7 +280,8 @@ def resolve_secrets(settings: BridgeSettings, *, run_commands: bool = True) -> B
     return settings.model_copy(update=update) if update else settings
 
 
-def _read_file_setting(setting: str, path: Path) -> str:
+def read_file_setting(setting: str, path: Path) -> str:
+    """The secret in the file a `*_FILE` setting names; a `ConfigError` naming the setting otherwise."""
     try:
         value = read_secret_file(path)
     except (OSError, UnicodeDecodeError):
@@ -334,7 +335,7 @@ def _check_values(settings: BridgeSettings) -> None:
             raise ConfigError(given[1], f"conflicts with {env_name(given[0])}; set only one of them")
         path = getattr(settings, file_field)
         if path is not None:
-            value = _read_file_setting(file_field, path)
+            value = read_file_setting(file_field, path)
             if name in ("api_key", "user_token", "access_token") and (
                     any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value) or not value.isascii()):
                 raise ConfigError(file_field, "the secret in the file contains whitespace, a control character "

@@ -28,7 +28,7 @@ import httpx2
 from bridge.endpoint import header_value_problem
 from bridge.errors import BridgeError, BridgeErrorCode
 from bridge.logs import SecretList
-from bridge.secret_sources import SecretCommandError, read_secret_file, run_secret_command, seconds_left
+from bridge.secret_sources import SecretCommandError, jwt_expiry, read_secret_file, run_secret_command
 from bridge.settings import env_name
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class CommandHeader:
         self.prefix = prefix
         self.secrets = secrets
         self._value = initial
+        self._expires_at = jwt_expiry(initial)  # decoded once per value, not per request
         self._lock = anyio.Lock()
         self._ran_at = 0.0  # (it ran at start, in `resolve_secrets`; an expiring result is renewed once)
         secrets.add([initial])
@@ -104,8 +105,7 @@ class CommandHeader:
         return self.prefix + self._value
 
     def _expiring(self) -> bool:
-        left = seconds_left(self._value)
-        return left is not None and left < REFRESH_MARGIN
+        return self._expires_at is not None and self._expires_at - time.time() < REFRESH_MARGIN
 
     async def _refresh(self, *, required: bool) -> None:
         self._ran_at = time.monotonic()
@@ -129,6 +129,7 @@ class CommandHeader:
         if fresh != self._value:
             logger.info("%s gave a new credential", env_name(self.setting))
         self._value = fresh
+        self._expires_at = jwt_expiry(fresh)
 
 
 class RotatingHeaders(httpx2.Auth):
