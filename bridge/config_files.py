@@ -152,7 +152,7 @@ def _mask_value(match: re.Match[str]) -> str:
     value = match.group("value")
     if not value or value == "***" or (value.startswith("<") and value.endswith(">")) or value.startswith("${"):
         return match.group(0)
-    return f'{match.group("head")}***"'
+    return f'{match.group("head")}***{match.group("quote")}'
 
 
 def _differences(old: Any, new: dict[str, Any]) -> str:
@@ -242,12 +242,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 # An env var that holds a secret, as JSON (`"NAME": "value"`) or TOML (`NAME = "value"`) writes it.
-_SECRET_LINE = re.compile(r'(?P<head>"?(?P<name>[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|'
-                          r'HEADERS|URL|PROXY)[A-Za-z0-9_]*)"?\s*[:=]\s*")(?P<value>(?:[^"\\]|\\.)*)"', re.IGNORECASE)
-# A bare string shaped like a token (an `args` item such as a personal access token): long, no spaces,
-# letters and digits; paths, flags and URLs are not token-shaped.
-_TOKEN_STRING = re.compile(r'"(?![^"]*==[0-9])(?=[A-Za-z0-9_.~+=-]*[0-9])(?=[A-Za-z0-9_.~+=-]*[A-Za-z])'
-                           r'[A-Za-z0-9_][A-Za-z0-9_.~+/=-]{19,}"')
+_SECRET_LINE = re.compile(r'(?P<head>["\']?(?P<name>[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|'
+                          r'AUTH|HEADERS|URL|PROXY)[A-Za-z0-9_]*)["\']?\s*[:=]\s*(?P<quote>["\']))'
+                          r'(?P<value>(?:(?!(?P=quote))[^\\]|\\.)*)(?P=quote)', re.IGNORECASE)
+# A token anywhere in a string (an `args` item, `--token=…`, `Authorization: Bearer …`, a URL's query): a run of
+# 16+ letters and digits mixed. Words, paths, versions and dashed ids are not token-shaped.
+_TOKEN_RUN = re.compile(r"(?<![A-Za-z0-9_])(?=[A-Za-z_]*[0-9])(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{16,}(?![A-Za-z0-9_])")
 
 
 def unified_diff(change: Change, server: ServerEntry) -> str:
@@ -262,7 +262,7 @@ def unified_diff(change: Change, server: ServerEntry) -> str:
             if value and value != placeholder(name):
                 text = text.replace(value, "***").replace(json.dumps(value)[1:-1], "***")
         lines = text.splitlines(keepends=True)
-        return [_TOKEN_STRING.sub('"***"', _SECRET_LINE.sub(_mask_value, line)) for line in lines]
+        return [_TOKEN_RUN.sub("***", _SECRET_LINE.sub(_mask_value, line)) for line in lines]
 
     lines = difflib.unified_diff(masked(change.before), masked(change.after),
                                  fromfile=str(change.path) if change.before is not None else "/dev/null",

@@ -37,7 +37,7 @@ class Endpoint:
     """Where the bridge connects and with what: the product of validated settings.
 
     `url` may contain an access token; print `display_url` instead. `secrets`
-    lists every value (in every spelling) the redaction must hide.
+    lists every value the redaction must hide (`SecretList` adds their other spellings).
     """
 
     url: str
@@ -310,17 +310,16 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
 def _token_segments(path: str) -> list[str]:
     """Path segments shaped like a secret (a token URL that is not Alloy's, e.g. `/api/mcp/s/<token>/mcp`):
     a run of 16+ letters and digits mixed. When in doubt, hide."""
-    return [segment for segment in path.split("/") if any(
+    alloy = _ALLOY_PATH.match(path)
+    server = alloy["server"] if alloy else None  # an Alloy server id is not a secret (its token is handled apart)
+    return [segment for segment in path.split("/") if segment != server and any(
         _TOKEN_RUN.fullmatch(run) for run in re.findall(r"[A-Za-z0-9_]{16,}", segment))]
 
 
 def _display_url(parts: SplitResult, written_tokens: list[str]) -> str:
     """The endpoint URL with its token segments and query values masked, for logs and messages."""
-    path = parts.path
-    for written in written_tokens:
-        head, found, tail = path.rpartition("/" + written)
-        if found:
-            path = head + "/***" + tail
+    hidden = set(written_tokens)
+    path = "/".join("***" if segment in hidden else segment for segment in parts.path.split("/"))
     query = "&".join(f"{key}=***" for key, _ in _query_pairs(parts.query))
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 

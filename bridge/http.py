@@ -97,10 +97,12 @@ class RemoteHttp:
         rpc_method: str | None = None,
         timeout: httpx2.Timeout | None = None,
         on_sent: Callable[[], None] | None = None,
+        retry: RetryState | None = None,
     ) -> AsyncIterator[httpx2.Response]:
         """Send one request (retrying what is safe) and yield the accepted streaming response.
 
-        `on_sent` is called once the request's bytes are on the wire (before the remote answers).
+        `on_sent` is called once the request's bytes are on the wire (before the remote answers). `retry`:
+        the caller's view of the retries (e.g. whether a resent request may have run before).
 
         Raises:
             SessionExpired: 404 to a request that carried a session id.
@@ -108,7 +110,7 @@ class RemoteHttp:
             ConnectionDropped: the connection failed after the request was sent.
             BridgeError: the remote is unreachable, refused the request, or failed.
         """
-        state = self.policy.start()
+        state = retry or self.policy.start()
         target = url or self._parsed_url
         direct = self._direct if url is None else None
         extensions: dict[str, Any] = {"trace": _sent_tracer(on_sent)} if on_sent is not None else {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
+import re
 import ssl
 
 import httpx2
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 128
 _PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+_PROXY_PLACEHOLDER = re.compile(r"<[A-Z_]*PROXY>", re.IGNORECASE)
 
 
 def build_client(settings: BridgeSettings, endpoint: Endpoint, secrets: SecretList,
@@ -108,6 +111,11 @@ def check_network_settings(settings: BridgeSettings) -> None:
     """
     from httpx2._utils import get_environment_proxies
 
+    for name in _PROXY_VARIABLES:
+        for variable in (name, name.lower()):
+            if (found := _PROXY_PLACEHOLDER.search(os.environ.get(variable, ""))) is not None:
+                raise ConfigError(variable, f"still holds the placeholder {found.group()} that `config` wrote; put "
+                                            "the real proxy URL there")
     for pattern, url in get_environment_proxies().items():
         if url is None:
             continue

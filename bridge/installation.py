@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -77,13 +78,16 @@ def _script_path() -> Path | None:
     return None
 
 
+_CACHE_FOLDER = re.compile(r"(archive|builds)-v\d+")
+
+
 def _is_uv_cache(prefix: Path) -> bool:
     """An environment in uv's cache: `~/.cache/uv/…`, or `…/uv/[cache/]archive-v0/…` (any OS)."""
     text = "/" + str(prefix).replace("\\", "/").lower().strip("/") + "/"
     if "/.cache/uv/" in text:
         return True
     _, found, after = text.partition("/uv/")
-    return bool(found) and any(part.startswith(("archive-v", "builds-v")) for part in after.split("/"))
+    return bool(found) and any(_CACHE_FOLDER.fullmatch(part) for part in after.split("/"))
 
 
 def _absolute(path: str | Path) -> Path:

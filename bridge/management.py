@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+
 from bridge.errors import BridgeError, RemoteFailure, management_message
 from bridge.http import RemoteHttp
 from bridge.messages import NotJson, decode_value
+from bridge.retry import RetryState
 
 # The restriction categories: the flag's noun, the API's key, and the API's names for the two lists.
 CATEGORIES = (
@@ -134,16 +137,17 @@ class ServerManagement:
         return _object(await self._call("PUT", _path(server_id), "servers/update", body))
 
     async def delete(self, server_id: str) -> dict[str, Any]:
-        """Delete; a 404 after a resent DELETE means an earlier attempt (whose answer was lost) did it."""
-        retries = self.http.stats.retries
+        """Delete; a 404 to a DELETE resent after a gateway error means the first attempt did it."""
+        retry = self.http.policy.start()
         try:
-            return _object(await self._call("DELETE", _path(server_id), "servers/delete"))
+            return _object(await self._call("DELETE", _path(server_id), "servers/delete", retry=retry))
         except ManagementError as error:
-            if error.http_status == 404 and self.http.stats.retries > retries:
+            if error.http_status == 404 and retry.maybe_ran:
                 return {}
             raise
 
-    async def _call(self, method: str, path: str, name: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, path: str, name: str, body: dict[str, Any] | None = None, *,
+                    retry: RetryState | None = None) -> Any:
         headers = {"accept": "application/json"}
         content = None
         if body is not None:
@@ -151,8 +155,12 @@ class ServerManagement:
             content = json.dumps(body, ensure_ascii=False).encode()
         try:
             async with self.http.open(method, url=self.base + path, body=content, headers=headers,
-                                      rpc_method=name) as response:
-                raw = await self.http.read_body(response, name)
+                                      rpc_method=name, retry=retry) as response:
+                try:
+                    with anyio.fail_after(self.http.read_timeout):  # however slowly an answer trickles in
+                        raw = await self.http.read_body(response, name)
+                except TimeoutError:
+                    raise self.http.lost(TimeoutError(), name) from None
         except BridgeError as error:
             raise _explain(error, name) from None
         except RemoteFailure as failure:

@@ -118,6 +118,7 @@ class RetryState:
     retries: int = 0
     waited: float = 0.0
     drops: int = 0
+    maybe_ran: bool = False  # resent after an answer (502, 504, 503 without Retry-After) that may follow a run
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class RetryPolicy:
             return None
         state.retries += 1
         state.waited += delay
+        state.maybe_ran |= status in (502, 504) or (status == 503 and retry_after is None)
         return delay
 
 

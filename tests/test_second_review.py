@@ -159,8 +159,8 @@ def test_a_dry_run_masks_token_urls_and_token_shaped_arguments_of_other_entries(
 
 
 @pytest.mark.parametrize("install", [False, True])
-def test_a_proxy_password_copied_into_the_entry_is_a_placeholder(remote, tmp_path, install):
-    proxy = "http://alice:PROXYSECRET99@proxy.example:3128"
+@pytest.mark.parametrize("proxy", ["http://alice:PROXYSECRET99@proxy.example:3128", "alice:PROXYSECRET99@proxy:3128"])
+def test_a_proxy_password_copied_into_the_entry_is_a_placeholder(remote, tmp_path, install, proxy):
     args = ("--install", "--dry-run") if install else ()
     result = run_cli("config", "cursor", *args, env={**alloy_env(remote), "HTTPS_PROXY": proxy}, home=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -228,3 +228,17 @@ def test_a_codex_entry_is_valid_toml_whatever_the_name(remote):
     assert result.returncode == 0, result.stderr
     entry = tomllib.loads(result.stdout)["mcp_servers"]['crm "prod" ✓']
     assert entry["command"] and entry["env"]["ALLOY_API_KEY"] == "<ALLOY_API_KEY>"
+
+
+
+def test_a_proxy_placeholder_left_in_an_installed_entry_stops_the_bridge_naming_the_variable(remote):
+    result = run_cli("check", env={**alloy_env(remote), "HTTPS_PROXY": "<HTTPS_PROXY>"})
+    assert result.returncode == 2 and "HTTPS_PROXY" in result.stderr and "placeholder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_long_alloy_server_id_is_shown_not_mistaken_for_a_token():
+    url = "https://mcp.runalloy.com/mcp/srv3f9a2b7c1d8e4f60"
+    result = run_cli("config", "cursor", env={"ALLOY_MCP_URL": url, "ALLOY_API_KEY": API_KEY, "ALLOY_USER_ID": "u"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mcpServers"]["alloy"]["env"]["ALLOY_MCP_URL"] == url

@@ -263,3 +263,9 @@ def test_a_delete_whose_answer_was_lost_and_then_404s_when_resent_counts_as_dele
     result = servers(platform, "delete", server["serverId"], "--yes")
     assert result.returncode == 0, result.stderr
     assert "deleted" in result.stdout.lower() and platform.control("state")["servers"] == {}
+
+
+def test_a_404_to_a_delete_resent_after_a_429_is_still_no_such_server(platform):
+    platform.control("rate_limit", times=1, retry_after="0")
+    result = servers(platform, "delete", "srv_missing", "--yes")
+    assert result.returncode == 1 and "No such server" in result.stderr

@@ -59,9 +59,12 @@ class OAuthChoice:
         """Whether a 401 (with `WWW-Authenticate: challenge`) asks for OAuth sign-in, when OAuth may start."""
         if self.flow is not None or not self._may_ask:
             return False
-        asked = challenge.strip().lower().startswith("bearer") or await self._publishes_metadata(client)
-        self._may_ask = asked  # a remote that does not ask is not probed on every 401
-        return asked
+        if challenge.strip().lower().startswith("bearer"):
+            return True
+        published = await self._publishes_metadata(client)
+        if published is False:
+            self._may_ask = False  # a remote that clearly does not ask is not probed on every 401
+        return bool(published)
 
     def status(self) -> dict[str, Any] | None:
         """Whether OAuth is in use, and when the stored access token expires (for `check` and `login`)."""
@@ -70,8 +73,10 @@ class OAuthChoice:
         store = self.flow.store
         return {"inUse": True, "accessTokenExpiresAt": store.expires_at(), "tokenFile": str(store.path)}
 
-    async def _publishes_metadata(self, client: httpx2.AsyncClient) -> bool:
+    async def _publishes_metadata(self, client: httpx2.AsyncClient) -> bool | None:
+        """Whether the remote publishes protected-resource metadata; None when the probe could not tell."""
         url = httpx2.URL(self._url)
+        answered = 0
         with anyio.move_on_after(_PROBE_SECONDS):  # the whole probe, however slowly a remote answers
             for path in (f"/.well-known/oauth-protected-resource{url.path.rstrip('/')}",
                          "/.well-known/oauth-protected-resource"):
@@ -80,7 +85,8 @@ class OAuthChoice:
                                              timeout=_PROBE_SECONDS) as response:
                         if response.status_code == 200 and b"authorization_servers" in await read_some(response):
                             return True
-        return False
+                        answered += 1
+        return False if answered == 2 else None
 
 
 def _signed_in_before(settings: BridgeSettings, url: str) -> bool:

@@ -84,8 +84,13 @@ def _network_environment() -> tuple[dict[str, str], set[str]]:
     found = {name: os.environ[name] for name in _NETWORK_VARIABLES if os.environ.get(name)}
     if found:
         _note(f"copied {', '.join(found)} from this environment: desktop clients do not pass them on")
-    secret = {name for name, value in found.items() if name.endswith("_PROXY") and "@" in urlsplit(value).netloc}
+    secret = {name for name, value in found.items() if name.endswith("_PROXY") and "@" in _authority(value)}
     return found, secret
+
+
+def _authority(url: str) -> str:
+    """The `user:password@host:port` part of a URL, with or without its scheme (proxies accept both)."""
+    return urlsplit(url if "://" in url else "//" + url).netloc
 
 
 def _absolute_command(command: str) -> bool:
@@ -215,7 +220,8 @@ def _install(spec: ClientSpec, server: ServerEntry, pasteable: ServerEntry, args
         _note(f"{path} already has this entry; nothing to do")
         return 0
     if via_cli:
-        return _install_with_claude(server, spec, previous=previous_entry(spec, change, server.name))
+        return _install_with_claude(server, spec, replace=change.replaced,
+                                    previous=previous_entry(spec, change, server.name))
     try:
         backup = apply(change)
     except OSError as exc:
@@ -236,7 +242,8 @@ def _placeholders_note(spec: ClientSpec, server: ServerEntry, path: Path) -> Non
               "(--no-secrets); the bridge refuses to start until they are replaced")
 
 
-def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, previous: dict[str, Any] | None) -> int:
+def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, replace: bool,
+                         previous: dict[str, Any] | None) -> int:
     """`claude mcp add-json -s user NAME -`: the JSON on stdin, so no secret is on a command line.
 
     Replacing is remove-then-add; if the add fails, the `previous` entry is added back.
@@ -248,7 +255,6 @@ def _install_with_claude(server: ServerEntry, spec: ClientSpec, *, previous: dic
         return subprocess.run([claude, "mcp", "add-json", "-s", "user", server.name, "-"], input=json.dumps(entry),
                               capture_output=True, text=True, timeout=60, check=False)
 
-    replace = previous is not None
     if replace:
         subprocess.run([claude, "mcp", "remove", server.name, "-s", "user"], capture_output=True, text=True,
                        timeout=60, check=False)

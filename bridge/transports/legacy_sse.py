@@ -222,12 +222,12 @@ class LegacySseUpstream(TaskHost):
                 if token is not None:
                     self._progress[token] = waiter
                 try:
-                    if not await self._post(stream, pending.message):
-                        pending.resent += 1  # the remote forgot the stream's session: it did not run
+                    if not await self._post(stream, pending.message):  # the remote forgot the session: not run
                         if pending.resent >= SESSION_RESENDS:
                             raise BridgeError(BridgeErrorCode.SESSION_LOST,
                                               f"The remote keeps refusing {pending.method} for an unknown session "
                                               "(HTTP 404), even a new one; it did not run.", http_status=404)
+                        pending.resent += 1
                         continue
                     outcome = await self._await_answer(waiter)
                 finally:

@@ -20,6 +20,7 @@ CHECKOUT = Installation(from_index=False, source=Path("/src/bridge"), executable
     ("/Users/a/Library/Caches/uv/builds-v0/x", True),
     ("/home/a/project/.venv", False),
     ("/home/a/.local/share/uv/tools/alloy-mcp-bridge", False),
+    ("/home/a/uv/archive-viewer/.venv", False),
 ])
 def test_an_environment_in_uvs_cache_is_recognised_on_every_os(prefix, cached):
     assert installation._is_uv_cache(Path(prefix)) is cached
